@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: Apache-2.0
+# Finds sidetap's dependencies, all Debian packages; a missing one names the package to install.
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+	message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config (or run cmake/deps.sh)")
+endif()
+
+macro(sidetap_require_pkg var pkgnames debpkg)
+	foreach(_name ${pkgnames})
+		if(NOT ${var}_FOUND)
+			pkg_check_modules(${var} IMPORTED_TARGET ${_name})
+		endif()
+	endforeach()
+	if(NOT ${var}_FOUND)
+		message(FATAL_ERROR "${pkgnames} not found: apt-get install ${debpkg} (or run cmake/deps.sh)")
+	endif()
+endmacro()
+
+sidetap_require_pkg(URING "liburing" liburing-dev)
+sidetap_require_pkg(MSGPACK "msgpack;msgpack-c" libmsgpack-dev)
+sidetap_require_pkg(SSL "openssl" libssl-dev)
+if(SIDETAP_TESTS)
+	sidetap_require_pkg(CRITERION "criterion" libcriterion-dev)
+endif()
+
+# llhttp: Debian's node-llhttp ships the generated C sources; compile them as our own target.
+set(LLHTTP_SRC_DIR /usr/share/llhttp CACHE PATH "llhttp C sources (Debian node-llhttp)")
+set(LLHTTP_INCLUDE_DIR /usr/share/include/llhttp CACHE PATH "llhttp header (Debian node-llhttp)")
+foreach(_f api.c http.c llhttp.c)
+	if(NOT EXISTS ${LLHTTP_SRC_DIR}/${_f})
+		message(FATAL_ERROR "${LLHTTP_SRC_DIR}/${_f} not found: apt-get install node-llhttp (or run cmake/deps.sh)")
+	endif()
+endforeach()
+if(NOT EXISTS ${LLHTTP_INCLUDE_DIR}/llhttp.h)
+	message(FATAL_ERROR "${LLHTTP_INCLUDE_DIR}/llhttp.h not found: apt-get install node-llhttp (or run cmake/deps.sh)")
+endif()
+add_library(llhttp STATIC ${LLHTTP_SRC_DIR}/api.c ${LLHTTP_SRC_DIR}/http.c ${LLHTTP_SRC_DIR}/llhttp.c)
+target_include_directories(llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
+set_target_properties(llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_compile_options(llhttp PRIVATE -w)
+
+find_package(Threads REQUIRED)

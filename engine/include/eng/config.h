@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* sidetap's configuration: flags, SIDETAP_* and goproxy environment names, defaults. */
+#ifndef ENG_CONFIG_H
+#define ENG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "eng/addr.h"
+#include "eng/log.h"
+
+enum eng_listener_kind {
+	ENG_INBOUND = 0,
+	ENG_OUTBOUND = 1,
+	ENG_LISTENER_KINDS,
+};
+
+enum eng_mode {
+	ENG_MODE_TRANSPARENT = 0, /* destination from SO_ORIGINAL_DST */
+	ENG_MODE_REVERSE,	  /* fixed upstream */
+};
+
+enum eng_forward {
+	ENG_FORWARD_AUTO = 0, /* copy, then splice once a direction moves bulk */
+	ENG_FORWARD_SPLICE,
+	ENG_FORWARD_COPY,
+};
+
+#define ENG_LISTEN_ADDRS_MAX 4
+#define ENG_WORKERS_MAX 256
+
+struct eng_listener_cfg {
+	unsigned naddrs; /* 0: the listener is off */
+	struct eng_addr addrs[ENG_LISTEN_ADDRS_MAX];
+	enum eng_mode mode;
+	bool has_upstream;
+	struct eng_addr upstream;
+};
+
+struct eng_config {
+	struct eng_listener_cfg listen[ENG_LISTENER_KINDS];
+	bool admin_enabled;
+	struct eng_addr admin;
+	unsigned workers; /* resolved: never 0 after parsing */
+	enum eng_forward forward;
+	unsigned connect_timeout_ms;
+	unsigned idle_timeout_ms; /* 0: no idle timeout */
+	unsigned drain_timeout_ms;
+	unsigned max_connections; /* per worker */
+	unsigned splice_threshold; /* auto: bytes a direction moves before it may splice */
+	enum eng_log_level log_level;
+	bool help;
+	bool version;
+};
+
+/*
+ * Fills <cfg> from defaults, then the goproxy environment names, then
+ * SIDETAP_<FLAG> variables, then the flags in <argv> (each later source wins).
+ * <envp> is a NULL-terminated "NAME=value" array (environ). Empty variables
+ * count as unset. Returns 0, or -EINVAL with a message naming the flag or
+ * variable, the value and what is accepted written to <err> (<errlen> bytes).
+ * Upstream host names are resolved here.
+ */
+int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char *const envp[],
+		     char *err, size_t errlen);
+
+/* Writes the --help text (flags, environment names, defaults) to <out>. */
+void eng_config_usage(FILE *out);
+
+/* Names used in logs, metrics and errors. */
+const char *eng_listener_kind_name(enum eng_listener_kind kind);
+const char *eng_mode_name(enum eng_mode mode);
+const char *eng_forward_name(enum eng_forward fwd);
+
+#endif

@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Configuration: one table of options, read from defaults, environment and flags. */
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eng/config.h"
+
+/* What a setter writes into <why> on failure: the accepted form, for the error line. */
+typedef int (*opt_set_cb)(struct eng_config *cfg, const char *val, const char **why);
+
+struct opt {
+	const char *flag;    /* without the leading "--" */
+	const char *metavar; /* shown in --help */
+	const char *def;     /* default, applied through <set>; NULL: unset */
+	opt_set_cb set;
+	const char *help;
+};
+
+static int set_listen_addrs(struct eng_listener_cfg *l, const char *val, const char **why)
+{
+	char buf[512];
+	char *save, *tok;
+	unsigned n = 0;
+
+	if (strcmp(val, "off") == 0) {
+		l->naddrs = 0;
+		return 0;
+	}
+	if (strlen(val) >= sizeof(buf)) {
+		*why = "too long";
+		return -EINVAL;
+	}
+	strcpy(buf, val);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (n == ENG_LISTEN_ADDRS_MAX) {
+			*why = "at most 4 addresses, separated by commas";
+			return -EINVAL;
+		}
+		if (eng_addr_parse(tok, false, true, &l->addrs[n], why) != 0)
+			return -EINVAL;
+		n++;
+	}
+	if (n == 0) {
+		*why = "expected IP:PORT[,IP:PORT...] or off, e.g. 0.0.0.0:4143,[::]:4143";
+		return -EINVAL;
+	}
+	l->naddrs = n;
+	return 0;
+}
+
+static int set_mode(enum eng_mode *mode, const char *val, const char **why)
+{
+	if (strcmp(val, "transparent") == 0)
+		*mode = ENG_MODE_TRANSPARENT;
+	else if (strcmp(val, "reverse") == 0)
+		*mode = ENG_MODE_REVERSE;
+	else {
+		*why = "accepted: transparent, reverse";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_upstream(struct eng_listener_cfg *l, const char *val, const char **why)
+{
+	if (eng_addr_parse(val, true, false, &l->upstream, why) != 0)
+		return -EINVAL;
+	l->has_upstream = true;
+	return 0;
+}
+
+static int set_uint(unsigned *out, const char *val, unsigned long min, unsigned long max,
+		    const char *range, const char **why)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(val, &end, 10);
+	if (val[0] < '0' || val[0] > '9' || errno != 0 || *end != '\0' || v < min || v > max) {
+		*why = range;
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int set_in_addr(struct eng_config *c, const char *v, const char **why)
+{
+	return set_listen_addrs(&c->listen[ENG_INBOUND], v, why);
+}
+
+static int set_in_mode(struct eng_config *c, const char *v, const char **why)
+{
+	return set_mode(&c->listen[ENG_INBOUND].mode, v, why);
+}
+
+static int set_in_upstream(struct eng_config *c, const char *v, const char **why)
+{
+	return set_upstream(&c->listen[ENG_INBOUND], v, why);
+}
+
+static int set_out_addr(struct eng_config *c, const char *v, const char **why)
+{
+	return set_listen_addrs(&c->listen[ENG_OUTBOUND], v, why);
+}
+
+static int set_out_mode(struct eng_config *c, const char *v, const char **why)
+{
+	return set_mode(&c->listen[ENG_OUTBOUND].mode, v, why);
+}
+
+static int set_out_upstream(struct eng_config *c, const char *v, const char **why)
+{
+	return set_upstream(&c->listen[ENG_OUTBOUND], v, why);
+}
+
+static int set_admin(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "off") == 0) {
+		c->admin_enabled = false;
+		return 0;
+	}
+	if (eng_addr_parse(v, false, true, &c->admin, why) != 0)
+		return -EINVAL;
+	c->admin_enabled = true;
+	return 0;
+}
+
+static int set_workers(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "auto") == 0) {
+		cpu_set_t set;
+
+		/* The CPUs this process may run on (taskset, cpuset), not all online ones. */
+		if (sched_getaffinity(0, sizeof(set), &set) == 0)
+			c->workers = (unsigned)CPU_COUNT(&set);
+		else
+			c->workers = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+		if (c->workers == 0)
+			c->workers = 1;
+		if (c->workers > ENG_WORKERS_MAX)
+			c->workers = ENG_WORKERS_MAX;
+		return 0;
+	}
+	return set_uint(&c->workers, v, 1, ENG_WORKERS_MAX, "accepted: auto or 1 to 256", why);
+}
+
+static int set_forward(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "auto") == 0)
+		c->forward = ENG_FORWARD_AUTO;
+	else if (strcmp(v, "splice") == 0)
+		c->forward = ENG_FORWARD_SPLICE;
+	else if (strcmp(v, "copy") == 0)
+		c->forward = ENG_FORWARD_COPY;
+	else {
+		*why = "accepted: auto, splice, copy";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_splice_threshold(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->splice_threshold, v, 0, UINT_MAX, "accepted: a byte count, 0 or more",
+			why);
+}
+
+static int set_connect_timeout(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->connect_timeout_ms, v, 1, 3600000,
+			"accepted: milliseconds from 1 to 3600000", why);
+}
+
+static int set_idle_timeout(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->idle_timeout_ms, v, 0, 86400000,
+			"accepted: milliseconds from 0 (no timeout) to 86400000", why);
+}
+
+static int set_drain_timeout(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->drain_timeout_ms, v, 0, 3600000,
+			"accepted: milliseconds from 0 to 3600000", why);
+}
+
+static int set_max_conns(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->max_connections, v, 1, 10000000, "accepted: 1 to 10000000", why);
+}
+
+static int set_log_level(struct eng_config *c, const char *v, const char **why)
+{
+	if (eng_log_level_parse(v, &c->log_level) != 0) {
+		*why = "accepted: error, warn, info, debug";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct opt opts[] = {
+	{ "inbound-addr", "ADDR[,ADDR]|off", "0.0.0.0:4143", set_in_addr,
+	  "inbound listener (traffic to the service); IPv6 as [::]:4143" },
+	{ "inbound-mode", "transparent|reverse", "transparent", set_in_mode,
+	  "transparent: original destination, sent to the app on loopback; reverse: --inbound-upstream" },
+	{ "inbound-upstream", "HOST:PORT", NULL, set_in_upstream,
+	  "fixed upstream of the inbound listener (reverse mode)" },
+	{ "outbound-addr", "ADDR[,ADDR]|off", "127.0.0.1:4140", set_out_addr,
+	  "outbound listener (traffic from the service)" },
+	{ "outbound-mode", "transparent|reverse", "transparent", set_out_mode,
+	  "transparent: original destination; reverse: --outbound-upstream" },
+	{ "outbound-upstream", "HOST:PORT", NULL, set_out_upstream,
+	  "fixed upstream of the outbound listener (reverse mode)" },
+	{ "admin-addr", "ADDR|off", "0.0.0.0:4191", set_admin,
+	  "admin HTTP endpoint: /healthz /readyz /metrics, POST /shutdown (loopback only)" },
+	{ "workers", "N|auto", "auto", set_workers,
+	  "worker threads, each with its own io_uring (auto: one per usable CPU)" },
+	{ "forward", "auto|splice|copy", "auto", set_forward,
+	  "copy: recv/send through buffers; splice: socket-pipe-socket; auto: copy, splice for bulk" },
+	{ "splice-threshold", "BYTES", "65536", set_splice_threshold,
+	  "auto: bytes a direction forwards by copy before a full read moves it to splice" },
+	{ "connect-timeout", "MS", "5000", set_connect_timeout, "upstream connect timeout" },
+	{ "idle-timeout", "MS", "3600000", set_idle_timeout,
+	  "close a connection after this long without a byte either way (0: never)" },
+	{ "drain-timeout", "MS", "20000", set_drain_timeout,
+	  "on SIGTERM, how long open connections may finish before they are closed" },
+	{ "max-connections", "N", "10000", set_max_conns,
+	  "open connections per worker; above it new ones are closed and counted" },
+	{ "log-level", "LEVEL", "info", set_log_level, "error, warn, info or debug" },
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static void env_name(const char *flag, char *buf, size_t len)
+{
+	size_t i, n = strlen("SIDETAP_");
+
+	memcpy(buf, "SIDETAP_", n);
+	for (i = 0; flag[i] && n + 1 < len; i++)
+		buf[n++] = flag[i] == '-' ? '_' : (char)(flag[i] - ('a' <= flag[i] && flag[i] <= 'z' ? 32 : 0));
+	buf[n] = '\0';
+}
+
+static const char *env_get(char *const envp[], const char *name)
+{
+	size_t n = strlen(name);
+
+	for (char *const *e = envp; e && *e; e++) {
+		if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+			return (*e)[n + 1] ? *e + n + 1 : NULL; /* empty counts as unset */
+	}
+	return NULL;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int apply(struct eng_config *cfg, const struct opt *o, const char *val, const char *source,
+		 char *err, size_t errlen)
+{
+	const char *why = "invalid value";
+
+	if (o->set(cfg, val, &why) != 0)
+		return fail(err, errlen, "%s: invalid value '%s': %s", source, val, why);
+	return 0;
+}
+
+static const struct opt *opt_find(const char *flag)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (strcmp(opts[i].flag, flag) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* goproxy's documented environment names, mapped onto ours (lowest precedence). */
+static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *err, size_t errlen)
+{
+	const char *v, *host, *port;
+	char buf[300];
+	int ret;
+
+	if ((v = env_get(envp, "PROXY_TYPE"))) {
+		ret = apply(cfg, opt_find("inbound-mode"), v, "PROXY_TYPE", err, errlen);
+		if (ret)
+			return ret;
+	}
+	if ((v = env_get(envp, "PROXY_IN_PORT"))) {
+		snprintf(buf, sizeof(buf), "0.0.0.0:%s", v);
+		if (apply(cfg, opt_find("inbound-addr"), buf, "PROXY_IN_PORT", err, errlen))
+			return fail(err, errlen, "PROXY_IN_PORT: invalid value '%s': a port from 1 to 65535", v);
+	}
+	if ((v = env_get(envp, "PROXY_OUT_PORT"))) {
+		snprintf(buf, sizeof(buf), "127.0.0.1:%s", v);
+		if (apply(cfg, opt_find("outbound-addr"), buf, "PROXY_OUT_PORT", err, errlen))
+			return fail(err, errlen, "PROXY_OUT_PORT: invalid value '%s': a port from 1 to 65535", v);
+	}
+	host = env_get(envp, "REVERSE_PROXY_HOST");
+	port = env_get(envp, "REVERSE_PROXY_PORT");
+	if (host || port) {
+		if (!host || !port)
+			return fail(err, errlen,
+				    "%s is set but %s is not: set both, e.g. REVERSE_PROXY_HOST=127.0.0.1 REVERSE_PROXY_PORT=8080",
+				    host ? "REVERSE_PROXY_HOST" : "REVERSE_PROXY_PORT",
+				    host ? "REVERSE_PROXY_PORT" : "REVERSE_PROXY_HOST");
+		snprintf(buf, sizeof(buf), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+		ret = apply(cfg, opt_find("inbound-upstream"), buf, "REVERSE_PROXY_HOST/REVERSE_PROXY_PORT",
+			    err, errlen);
+		if (ret)
+			return ret;
+	}
+	if ((v = env_get(envp, "LOG_LEVEL")))
+		return apply(cfg, opt_find("log-level"), v, "LOG_LEVEL", err, errlen);
+	return 0;
+}
+
+static int validate(struct eng_config *cfg, char *err, size_t errlen)
+{
+	for (int k = 0; k < ENG_LISTENER_KINDS; k++) {
+		const struct eng_listener_cfg *l = &cfg->listen[k];
+		const char *name = eng_listener_kind_name(k);
+
+		if (l->mode == ENG_MODE_REVERSE && !l->has_upstream && l->naddrs > 0)
+			return fail(err, errlen,
+				    "--%s-mode reverse needs --%s-upstream HOST:PORT (or SIDETAP_%s_UPSTREAM)",
+				    name, name, k == ENG_INBOUND ? "INBOUND" : "OUTBOUND");
+		if (l->mode == ENG_MODE_TRANSPARENT && l->has_upstream)
+			return fail(err, errlen,
+				    "--%s-upstream is only used with --%s-mode reverse; set the mode or drop the upstream",
+				    name, name);
+	}
+	if (cfg->listen[ENG_INBOUND].naddrs == 0 && cfg->listen[ENG_OUTBOUND].naddrs == 0)
+		return fail(err, errlen,
+			    "--inbound-addr and --outbound-addr are both off: nothing to proxy");
+	return 0;
+}
+
+int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char *const envp[],
+		     char *err, size_t errlen)
+{
+	char name[64];
+	const char *v;
+	int ret;
+
+	memset(cfg, 0, sizeof(*cfg));
+	err[0] = '\0';
+	for (size_t i = 0; i < NOPTS; i++) {
+		if (opts[i].def && (ret = apply(cfg, &opts[i], opts[i].def, "default", err, errlen)))
+			return ret;
+	}
+	ret = apply_goproxy_env(cfg, envp, err, errlen);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < NOPTS; i++) {
+		env_name(opts[i].flag, name, sizeof(name));
+		if ((v = env_get(envp, name)) && (ret = apply(cfg, &opts[i], v, name, err, errlen)))
+			return ret;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *eq;
+		const struct opt *o;
+		char flag[64];
+		size_t n;
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+			cfg->help = true;
+			return 0;
+		}
+		if (strcmp(arg, "--version") == 0) {
+			cfg->version = true;
+			return 0;
+		}
+		if (strncmp(arg, "--", 2) != 0)
+			return fail(err, errlen, "unexpected argument '%s' (see sidetap --help)", arg);
+		eq = strchr(arg, '=');
+		n = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+		if (n >= sizeof(flag))
+			n = sizeof(flag) - 1;
+		memcpy(flag, arg + 2, n);
+		flag[n] = '\0';
+		o = opt_find(flag);
+		if (!o)
+			return fail(err, errlen, "unknown flag '--%s' (see sidetap --help)", flag);
+		if (eq) {
+			v = eq + 1;
+		} else {
+			if (i + 1 >= argc)
+				return fail(err, errlen, "--%s needs a value: %s", flag, o->metavar);
+			v = argv[++i];
+		}
+		snprintf(name, sizeof(name), "--%s", o->flag);
+		ret = apply(cfg, o, v, name, err, errlen);
+		if (ret)
+			return ret;
+	}
+	return validate(cfg, err, errlen);
+}
+
+void eng_config_usage(FILE *out)
+{
+	char name[64], left[96];
+
+	fprintf(out,
+		"usage: sidetap [FLAG VALUE]...\n"
+		"\n"
+		"sidetap forwards every TCP connection it accepts, byte for byte, to its upstream:\n"
+		"the original destination (transparent mode, behind iptables REDIRECT) or a fixed\n"
+		"HOST:PORT (reverse mode).\n"
+		"\n"
+		"Each flag can also be set as the environment variable shown; a flag wins over the\n"
+		"environment. Flags take --flag VALUE or --flag=VALUE.\n"
+		"\n");
+	for (size_t i = 0; i < NOPTS; i++) {
+		env_name(opts[i].flag, name, sizeof(name));
+		snprintf(left, sizeof(left), "--%s %s", opts[i].flag, opts[i].metavar);
+		fprintf(out, "  %-40s %s\n", left, opts[i].help);
+		fprintf(out, "  %-40s env %s; default %s\n", "", name, opts[i].def ? opts[i].def : "none");
+	}
+	fprintf(out,
+		"  %-40s print this help\n"
+		"  %-40s print the version\n"
+		"\n"
+		"goproxy environment names, read with lower precedence than the above:\n"
+		"  PROXY_TYPE=transparent|reverse          sets --inbound-mode\n"
+		"  PROXY_IN_PORT=N                         sets --inbound-addr 0.0.0.0:N\n"
+		"  PROXY_OUT_PORT=N                        sets --outbound-addr 127.0.0.1:N\n"
+		"  REVERSE_PROXY_HOST=H REVERSE_PROXY_PORT=P  sets --inbound-upstream H:P\n"
+		"  LOG_LEVEL=LEVEL                         sets --log-level\n"
+		"\n"
+		"Signals: SIGTERM stops accepting, turns /readyz to 503 and lets connections finish\n"
+		"for up to --drain-timeout; SIGINT does the same with at most 1000 ms; a second signal\n"
+		"closes everything at once. Exit status 0 after a clean stop.\n",
+		"--help", "--version");
+}
+
+const char *eng_listener_kind_name(enum eng_listener_kind kind)
+{
+	return kind == ENG_INBOUND ? "inbound" : "outbound";
+}
+
+const char *eng_mode_name(enum eng_mode mode)
+{
+	return mode == ENG_MODE_REVERSE ? "reverse" : "transparent";
+}
+
+const char *eng_forward_name(enum eng_forward fwd)
+{
+	switch (fwd) {
+	case ENG_FORWARD_SPLICE:
+		return "splice";
+	case ENG_FORWARD_COPY:
+		return "copy";
+	case ENG_FORWARD_AUTO:
+		break;
+	}
+	return "auto";
+}
