@@ -302,12 +302,14 @@ static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *e
 	}
 	if ((v = env_get(envp, "PROXY_IN_PORT"))) {
 		snprintf(buf, sizeof(buf), "0.0.0.0:%s", v);
-		if (apply(cfg, opt_find("inbound-addr"), buf, "PROXY_IN_PORT", err, errlen))
+		if (strcmp(v, "0") == 0 ||
+		    apply(cfg, opt_find("inbound-addr"), buf, "PROXY_IN_PORT", err, errlen))
 			return fail(err, errlen, "PROXY_IN_PORT: invalid value '%s': a port from 1 to 65535", v);
 	}
 	if ((v = env_get(envp, "PROXY_OUT_PORT"))) {
 		snprintf(buf, sizeof(buf), "127.0.0.1:%s", v);
-		if (apply(cfg, opt_find("outbound-addr"), buf, "PROXY_OUT_PORT", err, errlen))
+		if (strcmp(v, "0") == 0 ||
+		    apply(cfg, opt_find("outbound-addr"), buf, "PROXY_OUT_PORT", err, errlen))
 			return fail(err, errlen, "PROXY_OUT_PORT: invalid value '%s': a port from 1 to 65535", v);
 	}
 	host = env_get(envp, "REVERSE_PROXY_HOST");

@@ -640,6 +640,11 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 	int one = 1, ufd;
 
 	eng__stat_add(&w->stats.ctr[l->kind][ENG_CTR_ACCEPTED], 1);
+	/* Accepted by the kernel before the drain closed the listener: not ours to serve. */
+	if (w->phase != ENG_PHASE_RUN) {
+		reject(w, l, fd, ENG_CTR_DRAIN_CLOSED);
+		return;
+	}
 	if (w->nconns >= w->cfg->max_connections) {
 		if (eng_ratelimit_ok(&w->rl_accept, w->now_ms, 1000, &suppressed))
 			eng_log(ENG_LOG_WARN, "connection limit reached, closing new connections",

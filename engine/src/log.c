@@ -22,6 +22,8 @@ void eng_log(enum eng_log_level level, const char *msg, const char *fields, ...)
 	int ret;
 	va_list ap;
 
+	if (level > eng_log_threshold)
+		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
