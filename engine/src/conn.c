@@ -77,16 +77,6 @@ static void set_linger0(int fd)
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
-/* Closes <fd> from the ring: no syscall of its own, and no completion on success. */
-static void fd_close(struct eng_worker *w, int fd)
-{
-	struct io_uring_sqe *sqe = eng__sqe(w);
-
-	io_uring_prep_close(sqe, fd);
-	io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-	io_uring_sqe_set_data64(sqe, 0);
-}
-
 /* pipes */
 
 static struct eng_pipe *pipe_get(struct eng_worker *w)
@@ -155,8 +145,9 @@ static void maybe_free(struct eng_conn *c)
 		}
 		if (dr->pipe)
 			pipe_put(w, dr->pipe, dr->pipe_bytes == 0);
+		/* A plain close: nothing is in flight on it any more. */
 		if (c->fd[d] >= 0)
-			fd_close(w, c->fd[d]);
+			close(c->fd[d]);
 	}
 	w->nconns--;
 	conn_release(w, c);
@@ -602,7 +593,7 @@ static void reject(struct eng_worker *w, struct eng_listener *l, int fd, enum en
 	eng__stat_add(&w->stats.ctr[l->kind][why], 1);
 	eng__stat_add(&w->stats.ctr[l->kind][ENG_CTR_CLOSED], 1);
 	set_linger0(fd);
-	fd_close(w, fd);
+	close(fd);
 }
 
 /* Finds where a new connection goes. Returns 0, or the counter that says why it cannot. */

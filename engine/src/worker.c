@@ -370,11 +370,8 @@ static void loop(struct eng_worker *w)
 			eng__bufs_flush(w);
 			eng__conn_retry_nobuf(w);
 		}
-		if (w->phase != ENG_PHASE_RUN && worker_finished(w)) {
-			/* The last closes are queued: they must reach the kernel. */
-			io_uring_submit(&w->ring);
+		if (w->phase != ENG_PHASE_RUN && worker_finished(w))
 			return;
-		}
 	}
 }
 
