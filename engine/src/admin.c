@@ -222,7 +222,8 @@ static void on_accept(struct eng_admin *a, const struct io_uring_cqe *cqe)
 
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		a->armed = false;
-		if (a->fd >= 0 && cqe->res != -ECANCELED)
+		/* After an error (EMFILE...) the next tick re-arms: no busy loop. */
+		if (a->fd >= 0 && cqe->res >= 0)
 			accept_arm(a);
 	}
 	if (cqe->res < 0)

@@ -87,6 +87,8 @@ int eng__bufs_grow(struct eng_worker *w)
 	w->nbufs += ENG_BUF_CHUNK;
 	for (unsigned i = 0; i < ENG_BUF_CHUNK; i++)
 		eng__buf_put(w, chunk * ENG_BUF_CHUNK + i);
+	/* Visible to the kernel before the receive that ran dry is re-armed. */
+	eng__bufs_flush(w);
 	return 0;
 }
 
@@ -111,11 +113,7 @@ static int bufs_open(struct eng_worker *w)
 	}
 	w->br = br;
 	io_uring_buf_ring_init(w->br);
-	ret = eng__bufs_grow(w);
-	if (ret < 0)
-		return ret;
-	eng__bufs_flush(w);
-	return 0;
+	return eng__bufs_grow(w);
 }
 
 static void bufs_close(struct eng_worker *w)
