@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -58,6 +59,14 @@ int th_listen(uint16_t *port, int backlog)
 	return fd;
 }
 
+/* Tests measure sidetap, not Nagle's algorithm meeting delayed ACKs. */
+static void nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 int th_connect(uint16_t port)
 {
 	struct sockaddr_in sa = loopback(port);
@@ -65,6 +74,7 @@ int th_connect(uint16_t port)
 
 	if (fd == -1)
 		return -errno;
+	nodelay(fd);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
 		int ret = -errno;
 
@@ -94,7 +104,10 @@ int th_accept(int lfd, int timeout_ms)
 	if (ret < 0)
 		return ret;
 	ret = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	return ret == -1 ? -errno : ret;
+	if (ret == -1)
+		return -errno;
+	nodelay(ret);
+	return ret;
 }
 
 int th_write_all(int fd, const void *buf, size_t len)

@@ -19,7 +19,7 @@
 #include "th.h"
 
 #define CLIENTS 8
-#define ROUNDS 200
+#define ROUNDS 500
 
 static int upstream_fd;
 static uint16_t inbound_port, admin_port;

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,5 +420,52 @@ Test(eng_conn, loop_guard_closes_connections_not_redirected_to_a_transparent_lis
 	cr_assert(ret == 0 || ret == -ECONNRESET, "looping connection left open");
 	close(c);
 	cr_assert_eq(th_metric(t.admin_port, "sidetap_loop_guard_total{listener=\"inbound\"}"), 1);
+	cr_assert_eq(th_eng_stop(&t, 1000), 0);
+}
+
+static int v6_socket(uint16_t port, bool listen_it, uint16_t *bound)
+{
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(port),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (listen_it ? bind(fd, (struct sockaddr *)&sa, len) || listen(fd, 8) ||
+				getsockname(fd, (struct sockaddr *)&sa, &len)
+		      : connect(fd, (struct sockaddr *)&sa, len)) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	if (bound)
+		*bound = ntohs(sa.sin6_port);
+	return fd;
+}
+
+Test(eng_conn, ipv6_listener_and_upstream)
+{
+	char up[64], buf[5];
+	struct th_eng t;
+	uint16_t port;
+	int lfd = v6_socket(0, true, &port), c, u;
+
+	if (lfd < 0)
+		cr_skip_test("no IPv6 loopback here: %s", strerror(-lfd));
+	snprintf(up, sizeof(up), "--inbound-upstream=[::1]:%u", port);
+	th_eng_start(&t, (const char *const[]){ "--inbound-addr=[::1]:0", "--inbound-mode=reverse",
+						up, NULL });
+	c = v6_socket(t.inbound_port, false, NULL);
+	cr_assert_geq(c, 0, "connect to [::1]: %s", strerror(-c));
+	u = th_accept(lfd, 2000);
+	cr_assert_geq(u, 0, "no upstream connection over IPv6");
+	cr_assert_eq(th_write_all(c, "hello", 5), 0);
+	cr_assert_eq(th_read_full(u, buf, 5, 2000), 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	close(c);
+	close(u);
+	close(lfd);
 	cr_assert_eq(th_eng_stop(&t, 1000), 0);
 }
