@@ -39,7 +39,7 @@ head -c 1048576 /dev/urandom >"$work/site/blob.bin"
 /usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$work/site" "$UPSTREAM_PORT" \
 	>"$work/upstream.log" 2>&1 &
 pids+=($!)
-build/engine/sidetap --inbound-addr "127.0.0.1:$PROXY_PORT" --inbound-mode reverse \
+build/bin/sidetap --inbound-addr "127.0.0.1:$PROXY_PORT" --inbound-mode reverse \
 	--inbound-upstream "127.0.0.1:$UPSTREAM_PORT" --outbound-addr off \
 	--admin-addr "127.0.0.1:$ADMIN_PORT" --workers 2 >"$work/sidetap.log" 2>&1 &
 sidetap_pid=$!
