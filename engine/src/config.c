@@ -195,6 +195,109 @@ static int set_max_conns(struct eng_config *c, const char *v, const char **why)
 	return set_uint(&c->max_connections, v, 1, 10000000, "accepted: 1 to 10000000", why);
 }
 
+static int set_onoff(bool *out, const char *v, const char **why)
+{
+	if (strcmp(v, "on") == 0)
+		*out = true;
+	else if (strcmp(v, "off") == 0)
+		*out = false;
+	else {
+		*why = "accepted: on, off";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A byte count with an optional K, M or G suffix (powers of 1024). */
+static int parse_bytes(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long n;
+	unsigned shift = 0;
+
+	if (v[0] < '0' || v[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno != 0)
+		return -EINVAL;
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (*end != '\0' || n > (max >> shift) || (n << shift) < min)
+		return -EINVAL;
+	*out = (uint64_t)n << shift;
+	return 0;
+}
+
+static int set_capture(struct eng_config *c, const char *v, const char **why)
+{
+	return set_onoff(&c->capture, v, why);
+}
+
+static int set_body_limit(struct eng_config *c, const char *v, const char **why)
+{
+	uint64_t n;
+
+	if (parse_bytes(v, 0, 64ull << 20, &n) != 0) {
+		*why = "accepted: bytes from 0 to 64M (K, M suffixes allowed)";
+		return -EINVAL;
+	}
+	c->capture_body_limit = (unsigned)n;
+	return 0;
+}
+
+static int set_header_limit(struct eng_config *c, const char *v, const char **why)
+{
+	uint64_t n;
+
+	if (parse_bytes(v, 1024, 16ull << 20, &n) != 0) {
+		*why = "accepted: bytes from 1K to 16M (K, M suffixes allowed)";
+		return -EINVAL;
+	}
+	c->capture_header_limit = (unsigned)n;
+	return 0;
+}
+
+static int set_ring(struct eng_config *c, const char *v, const char **why)
+{
+	if (v[0] == '\0' || strlen(v) >= sizeof(c->ring_path) - 16) {
+		*why = "a file path of at most 239 bytes, e.g. /dev/shm/sidetap.ring";
+		return -EINVAL;
+	}
+	strcpy(c->ring_path, v);
+	return 0;
+}
+
+static int set_ring_size(struct eng_config *c, const char *v, const char **why)
+{
+	if (parse_bytes(v, 256ull << 10, 16ull << 30, &c->ring_size) != 0) {
+		*why = "accepted: bytes from 256K to 16G (K, M, G suffixes allowed)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_uploader(struct eng_config *c, const char *v, const char **why)
+{
+	return set_onoff(&c->uploader, v, why);
+}
+
+static int set_sink(struct eng_config *c, const char *v, const char **why)
+{
+	if (strncmp(v, "file:", 5) != 0 || v[5] == '\0' || strlen(v) >= sizeof(c->sink)) {
+		*why = "accepted: file:DIR (a directory for capture segment files)";
+		return -EINVAL;
+	}
+	strcpy(c->sink, v);
+	return 0;
+}
+
 static int set_log_level(struct eng_config *c, const char *v, const char **why)
 {
 	if (eng_log_level_parse(v, &c->log_level) != 0) {
@@ -232,6 +335,20 @@ static const struct opt opts[] = {
 	  "on SIGTERM, how long open connections may finish before they are closed" },
 	{ "max-connections", "N", "10000", set_max_conns,
 	  "open connections per worker; above it new ones are closed and counted" },
+	{ "capture", "on|off", "on", set_capture,
+	  "record what passes: HTTP/1 pairs, other TCP as streams (off: pure forwarding)" },
+	{ "capture-body-limit", "BYTES", "1M", set_body_limit,
+	  "bytes of each HTTP body kept; longer bodies are truncated (and flagged), not dropped" },
+	{ "capture-header-limit", "BYTES", "64K", set_header_limit,
+	  "bytes of each HTTP message's head kept; further headers are left out (and flagged)" },
+	{ "ring", "PATH", "/dev/shm/sidetap.ring", set_ring,
+	  "shared-memory ring file between sidetap and sidetap-uploader" },
+	{ "ring-size", "BYTES", "32M", set_ring_size,
+	  "size of the ring, all workers together; frames that do not fit are dropped and counted" },
+	{ "uploader", "on|off", "on", set_uploader,
+	  "start sidetap-uploader and restart it if it dies (off: run it yourself)" },
+	{ "sink", "URL", "file:./sidetap-capture", set_sink,
+	  "where the uploader writes frames: file:DIR" },
 	{ "log-level", "LEVEL", "info", set_log_level, "error, warn, info or debug" },
 };
 

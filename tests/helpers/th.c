@@ -386,6 +386,7 @@ int th_sidetap_start(struct th_sidetap *st, const char *const wrapper[], const c
 	argv[n++] = "--outbound-addr=127.0.0.1:0";
 	argv[n++] = "--admin-addr=127.0.0.1:0";
 	argv[n++] = "--workers=2";
+	argv[n++] = "--capture=off";
 	for (unsigned i = 0; args && args[i] && n < 63; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;

@@ -90,7 +90,8 @@ struct th_sidetap {
 
 /*
  * Starts the sidetap binary with listeners and admin on 127.0.0.1 ephemeral
- * ports, then <args> (NULL-terminated; may override those), and waits until
+ * ports, two workers and capture off, then <args> (NULL-terminated; later
+ * flags win, so they may override those), and waits until
  * it logs "started" (the ports are read from its log). <wrapper> (may be NULL)
  * is a NULL-terminated command put in front, such as prlimit. Returns 0 or a
  * negative errno; on failure the log is printed.

@@ -7,12 +7,16 @@
 
 void th_eng_start(struct th_eng *t, const char *const args[])
 {
-	char *argv[64] = { "sidetap", "--admin-addr=127.0.0.1:0", "--inbound-addr=127.0.0.1:0",
-			   "--outbound-addr=off", "--log-level=warn" };
+	char *argv[64] = { "sidetap",
+			   "--admin-addr=127.0.0.1:0",
+			   "--inbound-addr=127.0.0.1:0",
+			   "--outbound-addr=off",
+			   "--log-level=warn",
+			   "--capture=off" };
 	char *const envp[] = { NULL };
 	char err[512];
 	struct eng_addr a;
-	int argc = 5;
+	int argc = 6;
 
 	for (unsigned i = 0; args && args[i] && argc < 63; i++)
 		argv[argc++] = (char *)args[i];

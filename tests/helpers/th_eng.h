@@ -18,8 +18,8 @@ struct th_eng {
 
 /*
  * Parses "--admin-addr=127.0.0.1:0 --inbound-addr=127.0.0.1:0
- * --outbound-addr=off" followed by <args> (NULL-terminated), then creates and
- * starts the engine. Fails the test on error.
+ * --outbound-addr=off --capture=off" followed by <args> (NULL-terminated,
+ * later flags win), then creates and starts the engine. Fails the test on error.
  */
 void th_eng_start(struct th_eng *t, const char *const args[]);
 

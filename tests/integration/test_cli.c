@@ -79,7 +79,9 @@ Test(cli, port_in_use_exits_1_naming_flag_and_fix)
 	int fd = th_listen(&port, 1);
 
 	snprintf(addr, sizeof(addr), "--outbound-addr=127.0.0.1:%u", port);
-	cr_assert_eq(run(ARGS("--inbound-addr=off", addr, "--admin-addr=off"), NULL, &log), 1);
+	cr_assert_eq(run(ARGS("--inbound-addr=off", addr, "--admin-addr=off", "--capture=off"), NULL,
+			 &log),
+		     1);
 	cr_assert(strstr(log, "--outbound-addr") && strstr(log, "Address already in use") &&
 			  strstr(log, "fix="),
 		  "%s", log);
@@ -91,8 +93,8 @@ Test(cli, goproxy_environment_configures_a_reverse_proxy)
 {
 	struct th_proc p;
 	char *log, port_env[64], up_env[64], *argv[] = { (char *)th_sidetap_bin(),
-							   "--admin-addr=off",
-							   "--outbound-addr=off", NULL };
+							   "--admin-addr=off", "--outbound-addr=off",
+							   "--capture=off", NULL };
 	uint16_t port, up;
 	int lfd = th_listen(&up, 4), fd = th_listen(&port, 1), c, u;
 
@@ -121,7 +123,8 @@ Test(cli, goproxy_environment_configures_a_reverse_proxy)
 Test(cli, io_uring_blocked_by_seccomp_exits_1_and_says_why)
 {
 	char *argv[] = { NO_IO_URING_BIN, (char *)th_sidetap_bin(), "--inbound-addr=127.0.0.1:0",
-			 "--outbound-addr=off", "--admin-addr=off", "--workers=1", NULL };
+			 "--outbound-addr=off", "--admin-addr=off", "--workers=1", "--capture=off",
+			 NULL };
 	struct th_proc p;
 	char *log;
 

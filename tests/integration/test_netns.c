@@ -97,7 +97,7 @@ static void setup(void)
 	snprintf(cmd, sizeof(cmd),
 		 "exec setpriv --reuid=" PROXY_UID " --regid=" PROXY_UID " --clear-groups %s "
 		 "--inbound-addr 0.0.0.0:4143 --outbound-addr 127.0.0.1:4140 "
-		 "--admin-addr 127.0.0.1:4191 --workers 2",
+		 "--admin-addr 127.0.0.1:4191 --workers 2 --capture off",
 		 th_sidetap_bin());
 	ns_spawn(&sidetap_proc, pod, cmd);
 	cr_assert(th_proc_log_wait(&sidetap_proc, "msg=\"started\"", 10000), "sidetap did not start");

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "eng/addr.h"
@@ -49,6 +50,13 @@ struct eng_config {
 	unsigned drain_timeout_ms;
 	unsigned max_connections; /* per worker */
 	unsigned splice_threshold; /* auto: bytes a direction moves before it may splice */
+	bool capture;
+	unsigned capture_body_limit;   /* bytes of each HTTP body kept */
+	unsigned capture_header_limit; /* bytes of each HTTP message head kept */
+	char ring_path[256];
+	uint64_t ring_size; /* bytes, all workers' rings together */
+	bool uploader;	    /* start and supervise sidetap-uploader */
+	char sink[512];
 	enum eng_log_level log_level;
 	bool help;
 	bool version;

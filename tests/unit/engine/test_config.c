@@ -59,6 +59,33 @@ Test(eng_config, defaults_match_the_design)
 	cr_assert_eq(cfg.drain_timeout_ms, 20000);
 	cr_assert_eq(cfg.max_connections, 10000);
 	cr_assert_eq(cfg.log_level, ENG_LOG_INFO);
+	cr_assert(cfg.capture);
+	cr_assert_eq(cfg.capture_body_limit, 1 << 20);
+	cr_assert_eq(cfg.capture_header_limit, 64 << 10);
+	cr_assert_str_eq(cfg.ring_path, "/dev/shm/sidetap.ring");
+	cr_assert_eq(cfg.ring_size, 32 << 20);
+	cr_assert(cfg.uploader);
+	cr_assert_str_eq(cfg.sink, "file:./sidetap-capture");
+}
+
+Test(eng_config, capture_flags_are_applied)
+{
+	cr_assert_eq(parse(ARGV("--capture", "off", "--capture-body-limit", "4096",
+				"--capture-header-limit=8K", "--ring", "/tmp/x.ring", "--ring-size",
+				"1G", "--uploader=off", "--sink", "file:/var/capture"),
+			   NOENV),
+		     0, "%s", err);
+	cr_assert_not(cfg.capture);
+	cr_assert_eq(cfg.capture_body_limit, 4096);
+	cr_assert_eq(cfg.capture_header_limit, 8192);
+	cr_assert_str_eq(cfg.ring_path, "/tmp/x.ring");
+	cr_assert_eq(cfg.ring_size, 1ull << 30);
+	cr_assert_not(cfg.uploader);
+	cr_assert_str_eq(cfg.sink, "file:/var/capture");
+	cr_assert_eq(parse(ARGV("--capture-body-limit", "0", "--ring-size", "512k"), NOENV), 0, "%s",
+		     err);
+	cr_assert_eq(cfg.capture_body_limit, 0);
+	cr_assert_eq(cfg.ring_size, 512 << 10);
 }
 
 Test(eng_config, every_flag_is_applied)
@@ -200,6 +227,9 @@ Test(eng_config, usage_lists_every_flag_with_env_and_default)
 		"--log-level",	      "SIDETAP_LOG_LEVEL",	  "PROXY_TYPE",
 		"PROXY_IN_PORT",      "PROXY_OUT_PORT",		  "REVERSE_PROXY_HOST",
 		"REVERSE_PROXY_PORT", "LOG_LEVEL",		  "SIGTERM",
+		"--capture",	      "--capture-body-limit",	  "--capture-header-limit",
+		"--ring",	      "SIDETAP_RING",		  "--ring-size",
+		"--uploader",	      "--sink",			  "file:./sidetap-capture",
 	};
 	char *text = NULL;
 	size_t len;
@@ -242,6 +272,16 @@ Test(eng_config, bad_values_name_flag_value_and_what_is_accepted)
 	FAILS(ARGV("--max-connections", "0"), NOENV, "--max-connections", "1 to 10000000");
 	FAILS(ARGV("--log-level", "loud"), NOENV, "--log-level", "'loud'",
 	      "error, warn, info, debug");
+	FAILS(ARGV("--capture", "yes"), NOENV, "--capture", "'yes'", "on, off");
+	FAILS(ARGV("--capture-body-limit", "65M"), NOENV, "--capture-body-limit", "0 to 64M");
+	FAILS(ARGV("--capture-body-limit", "1T"), NOENV, "--capture-body-limit", "'1T'");
+	FAILS(ARGV("--capture-header-limit", "100"), NOENV, "--capture-header-limit", "1K to 16M");
+	FAILS(ARGV("--ring", ""), NOENV, "--ring", "file path");
+	FAILS(ARGV("--ring-size", "1K"), NOENV, "--ring-size", "256K to 16G");
+	FAILS(ARGV("--ring-size", "-1"), NOENV, "--ring-size", "'-1'");
+	FAILS(ARGV("--uploader", "maybe"), NOENV, "--uploader", "on, off");
+	FAILS(ARGV("--sink", "/tmp/x"), NOENV, "--sink", "'/tmp/x'", "file:DIR");
+	FAILS(ARGV("--sink", "file:"), NOENV, "--sink", "file:DIR");
 }
 
 Test(eng_config, bad_env_values_name_the_variable)
