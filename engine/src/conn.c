@@ -153,13 +153,16 @@ static void maybe_free(struct eng_conn *c)
 	conn_release(w, c);
 }
 
-void eng__conn_close(struct eng_conn *c, bool reset)
+void eng__conn_close(struct eng_conn *c, enum tap_close_reason why)
 {
 	struct eng_worker *w = c->w;
+	bool reset = why != TAP_CLOSE_EOF && why != TAP_CLOSE_IDLE_TIMEOUT;
 
 	if (c->state == ENG_CONN_CLOSING)
 		return;
 	c->state = ENG_CONN_CLOSING;
+	if (c->cap)
+		eng__cap_close(c, why);
 	eng_list_del(&c->link);
 	eng_list_del(&c->nobuf);
 	eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_CLOSED], 1);
@@ -190,7 +193,7 @@ static void dir_error(struct eng_conn *c, unsigned d, int err)
 	eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_RESETS], 1);
 	ENG_LOG(ENG_LOG_DEBUG, "connection reset", "worker=%u conn=%lu side=%s err=\"%s\"", w->idx,
 		(unsigned long)c->id, d == ENG_C2U ? "client" : "upstream", strerror(err));
-	eng__conn_close(c, true);
+	eng__conn_close(c, TAP_CLOSE_RESET);
 }
 
 /* A direction whose source hit EOF and whose bytes are all forwarded passes the EOF on. */
@@ -205,7 +208,7 @@ static void dir_maybe_done(struct eng_conn *c, unsigned d)
 	shutdown(c->fd[!d], SHUT_WR);
 	dr->flags |= ENG_DIR_F_DONE;
 	if (c->dir[!d].flags & ENG_DIR_F_DONE)
-		eng__conn_close(c, false);
+		eng__conn_close(c, TAP_CLOSE_EOF);
 }
 
 /* copy path */
@@ -249,7 +252,13 @@ static void splice_enter(struct eng_conn *c, unsigned d)
 {
 	struct eng_dir *dr = &c->dir[d];
 
-	dr->flags = (uint16_t)((dr->flags & ~ENG_DIR_F_TO_SPLICE) | ENG_DIR_F_SPLICE);
+	dr->flags &= (uint16_t)~ENG_DIR_F_TO_SPLICE;
+	/* Capture took the bytes that arrived meanwhile, and with them the whole budget. */
+	if (c->cap && c->cap->budget[d] == 0) {
+		recv_resume(c, d);
+		return;
+	}
+	dr->flags |= ENG_DIR_F_SPLICE;
 	eng__stat_add(&c->w->stats.ctr[c->kind][ENG_CTR_SPLICE_SWITCHES], 1);
 	splice_pump(c, d);
 }
@@ -270,6 +279,24 @@ static void recv_resume(struct eng_conn *c, unsigned d)
 	if (dr->nq > ENG_DIR_HIWAT / 2)
 		return;
 	recv_arm(c, d);
+}
+
+/*
+ * Whether a direction that just read <res> bytes should move to the splice
+ * path. Without capture (auto): a full buffer after --splice-threshold bytes,
+ * a bulk flow. With capture: only while capture needs none of the next bytes
+ * (a body past the capture limit), for auto and splice alike.
+ */
+static bool wants_splice(struct eng_conn *c, unsigned d, int res)
+{
+	const struct eng_config *cfg = c->w->cfg;
+
+	if (cfg->forward == ENG_FORWARD_COPY)
+		return false;
+	if (c->cap)
+		return (cfg->forward == ENG_FORWARD_SPLICE || res == ENG_BUF_SIZE) &&
+		       eng__cap_may_splice(c, d, cfg->forward == ENG_FORWARD_SPLICE ? 1 : ENG_BUF_SIZE);
+	return res == ENG_BUF_SIZE && c->dir[d].bytes >= cfg->splice_threshold;
 }
 
 static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe)
@@ -300,10 +327,11 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 		dr->qtail = (uint16_t)bid;
 		if (!(dr->flags & ENG_DIR_F_SEND))
 			send_head(c, d);
+		/* The send is queued first: capture reads the buffer we already have. */
+		if (c->cap)
+			eng__cap_feed(c, d, eng__buf(w, bid), (size_t)res);
 		if ((dr->flags & (ENG_DIR_F_RECV | ENG_DIR_F_RECV_CANCEL)) == ENG_DIR_F_RECV) {
-			/* A full buffer after the threshold: a bulk flow, better spliced. */
-			if (w->cfg->forward == ENG_FORWARD_AUTO && res == ENG_BUF_SIZE &&
-			    dr->bytes >= w->cfg->splice_threshold) {
+			if (wants_splice(c, d, res)) {
 				dr->flags |= ENG_DIR_F_TO_SPLICE;
 				recv_cancel(c, d);
 			} else if (dr->nq >= ENG_DIR_HIWAT) {
@@ -320,6 +348,8 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 	}
 	if (res == 0) {
 		dr->flags |= ENG_DIR_F_EOF;
+		if (c->cap)
+			eng__cap_eof(c, d);
 		dir_maybe_done(c, d);
 		return;
 	}
@@ -423,6 +453,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 	struct eng_worker *w = c->w;
 	struct eng_dir *dr = &c->dir[d];
 	unsigned rounds = 0;
+	size_t want;
 	ssize_t n;
 
 	for (;;) {
@@ -456,6 +487,17 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 			dir_maybe_done(c, d);
 			return;
 		}
+		if (c->cap && c->cap->budget[d] == 0) {
+			/* What capture let go by has passed: its next bytes go by copy again. */
+			if (dr->pipe) {
+				pipe_put(w, dr->pipe, true);
+				dr->pipe = NULL;
+			}
+			eng__cap_skip_flush(c, d);
+			dr->flags &= (uint16_t)~ENG_DIR_F_SPLICE;
+			recv_resume(c, d);
+			return;
+		}
 		if (++rounds > ENG_SPLICE_ROUNDS) {
 			/* Let the worker's other connections run; the poll fires at once. */
 			poll_arm(c, d, false);
@@ -467,15 +509,26 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 			recv_resume(c, d);
 			return;
 		}
-		n = splice(c->fd[d], NULL, dr->pipe->fd[1], NULL, (size_t)1 << 20,
+		want = (size_t)1 << 20;
+		if (c->cap && c->cap->budget[d] < want)
+			want = (size_t)c->cap->budget[d];
+		n = splice(c->fd[d], NULL, dr->pipe->fd[1], NULL, want,
 			   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 		if (n > 0) {
 			dr->pipe_bytes += (uint32_t)n;
+			if (c->cap) {
+				c->cap->budget[d] -= (uint64_t)n;
+				c->cap->skipped[d] += (uint64_t)n;
+			}
 			touch(c);
 			continue;
 		}
 		if (n == 0) {
 			dr->flags |= ENG_DIR_F_EOF;
+			if (c->cap) {
+				eng__cap_skip_flush(c, d);
+				eng__cap_eof(c, d);
+			}
 			continue;
 		}
 		if (errno == EINTR)
@@ -511,7 +564,8 @@ static void on_poll(struct eng_conn *c, unsigned d, bool out, int res)
 
 static void dir_start(struct eng_conn *c, unsigned d)
 {
-	if (c->w->cfg->forward == ENG_FORWARD_SPLICE) {
+	/* Captured bytes go by copy: capture reads the buffers the copy path has. */
+	if (c->w->cfg->forward == ENG_FORWARD_SPLICE && !c->cap) {
 		c->dir[d].flags |= ENG_DIR_F_SPLICE;
 		splice_pump(c, d);
 	} else {
@@ -544,7 +598,7 @@ static void on_connect(struct eng_conn *c, int res)
 				eng_addr_format(&c->dst, dst, sizeof(dst)),
 				timeout ? "connect timeout" : strerror(-res), suppressed);
 		/* The client sees what it would have seen connecting directly: a reset. */
-		eng__conn_close(c, true);
+		eng__conn_close(c, timeout ? TAP_CLOSE_CONNECT_TIMEOUT : TAP_CLOSE_CONNECT_FAILED);
 		return;
 	}
 	c->state = ENG_CONN_FORWARDING;
@@ -596,15 +650,20 @@ static void reject(struct eng_worker *w, struct eng_listener *l, int fd, enum en
 	close(fd);
 }
 
-/* Finds where a new connection goes. Returns 0, or the counter that says why it cannot. */
+/*
+ * Finds where a new connection goes: *<dst> the upstream, *<orig> its original
+ * destination (transparent mode; the listener's address in reverse mode).
+ * Returns 0, or the counter that says why it cannot go anywhere.
+ */
 static enum eng_ctr upstream_of(struct eng_worker *w, struct eng_listener *l, int fd,
-				struct eng_addr *dst)
+				struct eng_addr *dst, struct eng_addr *orig)
 {
 	const struct eng_listener_cfg *lc = &w->cfg->listen[l->kind];
 	uint32_t suppressed;
 
 	if (lc->mode == ENG_MODE_REVERSE) {
 		*dst = lc->upstream;
+		*orig = *l->addr;
 		return 0;
 	}
 	if (orig_dst(fd, l->family, dst) < 0 || is_own_listener(w->eng, dst)) {
@@ -615,6 +674,7 @@ static enum eng_ctr upstream_of(struct eng_worker *w, struct eng_listener *l, in
 				eng_listener_kind_name(l->kind), suppressed);
 		return ENG_CTR_LOOP_GUARD;
 	}
+	*orig = *dst;
 	/* Inbound traffic goes to the app in this pod, on loopback, same port. */
 	if (l->kind == ENG_INBOUND)
 		eng_addr_to_loopback(dst);
@@ -625,7 +685,7 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 {
 	struct io_uring_sqe *sqe;
 	struct eng_conn *c;
-	struct eng_addr dst;
+	struct eng_addr dst, orig;
 	enum eng_ctr why;
 	uint32_t suppressed;
 	int one = 1, ufd;
@@ -645,7 +705,7 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 		reject(w, l, fd, ENG_CTR_REJECTED_LIMIT);
 		return;
 	}
-	why = upstream_of(w, l, fd, &dst);
+	why = upstream_of(w, l, fd, &dst, &orig);
 	if (why) {
 		reject(w, l, fd, why);
 		return;
@@ -672,6 +732,8 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 	c->fd[ENG_U2C] = ufd;
 	w->nconns++;
 	eng_list_add_tail(&w->conns, &c->link);
+	if (w->eng->ring)
+		eng__cap_open(c, &orig);
 
 	/* A linked pair must reach the kernel in one submission. */
 	if (io_uring_sq_space_left(&w->ring) < 2)
@@ -730,6 +792,6 @@ void eng__conn_expire_idle(struct eng_worker *w)
 		eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_IDLE_TIMEOUTS], 1);
 		ENG_LOG(ENG_LOG_DEBUG, "idle timeout", "worker=%u conn=%lu", w->idx,
 			(unsigned long)c->id);
-		eng__conn_close(c, false);
+		eng__conn_close(c, TAP_CLOSE_IDLE_TIMEOUT);
 	}
 }

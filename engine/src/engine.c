@@ -12,6 +12,9 @@
 #include "engine_int.h"
 #include "tlx/ktls.h"
 
+/* How long the uploader may take to ship what is left in the ring at exit. */
+#define ENG_UPLOADER_DRAIN_MS 10000
+
 /*
  * Opens a non-blocking SO_REUSEPORT listener on <addr>; with port 0 the kernel
  * picks one and <addr> is updated to it. Returns the fd or a negative errno.
@@ -96,6 +99,7 @@ static int listeners_open(struct eng_engine *e)
 				l->fd = fd;
 				l->kind = (uint8_t)k;
 				l->family = e->laddr[k][i].u.sa.sa_family;
+				l->addr = &e->laddr[k][i];
 				w->nlisteners++;
 			}
 		}
@@ -128,6 +132,7 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 		return -ENOMEM;
 	e->cfg = cfg;
 	e->admin_fd = -1;
+	e->uploader_pid = -1;
 	e->nworkers = cfg->workers;
 	e->start_ms = eng_now_ms();
 	pthread_mutex_init(&e->lock, NULL);
@@ -158,6 +163,11 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	ret = listeners_open(e);
 	if (ret < 0)
 		goto err_free;
+	if (cfg->capture) {
+		ret = eng__cap_engine_open(e);
+		if (ret < 0)
+			goto err_free;
+	}
 	e->ktls = tlx_ktls_probe(&why);
 	if (e->ktls == 1)
 		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1");
@@ -209,6 +219,8 @@ int eng_engine_start(struct eng_engine *e)
 			eng__worker_wake(&e->workers[i]);
 		return ret;
 	}
+	if (e->ring && e->cfg->uploader)
+		eng__uploader_start(e);
 	atomic_store(&e->ready, true);
 	return 0;
 }
@@ -274,6 +286,8 @@ void eng_engine_free(struct eng_engine *e)
 	}
 	if (e->admin_fd >= 0)
 		close(e->admin_fd);
+	eng__cap_engine_close(e);
+	eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e);

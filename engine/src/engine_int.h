@@ -13,6 +13,9 @@
 #include "eng/engine.h"
 #include "eng/log.h"
 #include "list.h"
+#include "tap/conn.h"
+#include "tap/frame.h"
+#include "tap/ring.h"
 
 /*
  * Provided-buffer ring of each worker: what the copy path receives into. It
@@ -100,7 +103,9 @@ enum eng_ctr {
 struct eng_stats {
 	_Atomic uint64_t ctr[ENG_LISTENER_KINDS][ENG_CTR_COUNT];
 	_Atomic uint64_t admin_requests;
-	_Atomic uint64_t pipes; /* pipes held (pool and in use) */
+	_Atomic uint64_t pipes;		    /* pipes held (pool and in use) */
+	_Atomic uint64_t cap_encode_errors; /* frames the encoder refused */
+	_Atomic uint64_t cap_oom;	    /* connections not captured for lack of memory */
 };
 
 /*
@@ -145,6 +150,16 @@ struct eng_dir {
 	uint16_t flags;		/* ENG_DIR_F_* */
 };
 
+/* Capture state of one connection (--capture on), allocated with it. */
+struct eng_cap {
+	struct tap_conn *tap;
+	struct eng_addr client;	/* the client's address */
+	struct eng_addr dst;	/* original destination, or the listener's address (reverse) */
+	uint64_t open_ts_ns;
+	uint64_t budget[2];	/* splice path: bytes a direction may still move uncaptured */
+	uint64_t skipped[2];	/* ... moved so far, not yet told to capture */
+};
+
 enum eng_conn_state {
 	ENG_CONN_CONNECTING = 0,
 	ENG_CONN_FORWARDING,
@@ -182,6 +197,7 @@ struct eng_conn {
 	uint8_t kind;	    /* enum eng_listener_kind */
 	struct eng_dir dir[2];
 	struct eng_addr dst; /* upstream address */
+	struct eng_cap *cap; /* NULL when not captured */
 };
 
 struct eng_listener {
@@ -189,6 +205,7 @@ struct eng_listener {
 	int fd;
 	uint8_t kind; /* enum eng_listener_kind */
 	sa_family_t family;
+	const struct eng_addr *addr; /* bound address (engine's laddr) */
 	bool armed;   /* multishot accept in flight */
 	bool backoff; /* waiting on the retry timer */
 	unsigned backoff_ms;
@@ -236,7 +253,9 @@ struct eng_worker {
 	struct __kernel_timespec connect_ts;
 
 	uint64_t now_ms;
-	int phase; /* the engine phase this worker has acted on */
+	uint64_t now_ns;  /* CLOCK_REALTIME at the start of this loop turn: capture timestamps */
+	uint64_t cap_seq; /* frames produced by this worker */
+	int phase;	  /* the engine phase this worker has acted on */
 	uint64_t drain_deadline_ms;
 
 	struct eng_ratelimit rl_accept, rl_conn;
@@ -259,6 +278,16 @@ struct eng_engine {
 	int admin_fd;
 	int ktls; /* tlx_ktls_probe() result */
 	uint64_t start_ms;
+	struct tap_ring *ring; /* --capture on: one ring per worker in one file */
+	uint64_t generation;
+	struct tap_conn_cfg tap_cfg;
+
+	/* sidetap-uploader, supervised from the thread that owns the engine */
+	pid_t uploader_pid;
+	uint64_t uploader_started_ms, uploader_restart_ms;
+	unsigned uploader_backoff_ms;
+	_Atomic bool uploader_up;
+	_Atomic uint64_t uploader_restarts;
 
 	_Atomic int phase;
 	_Atomic unsigned drain_ms;
@@ -296,10 +325,11 @@ void eng__conn_on_cqe(struct eng_worker *w, enum eng_op op, struct eng_conn *c, 
 		      const struct io_uring_cqe *cqe);
 
 /*
- * Closes <c>: cancels what is in flight and frees it once nothing is.
- * <reset>: close both sockets with RST (SO_LINGER 0) instead of FIN.
+ * Closes <c> for reason <why>: cancels what is in flight and frees it once
+ * nothing is. Resets, failed connects and drains close both sockets with RST
+ * (SO_LINGER 0), the others with FIN.
  */
-void eng__conn_close(struct eng_conn *c, bool reset);
+void eng__conn_close(struct eng_conn *c, enum tap_close_reason why);
 
 /* Re-arms receives that stopped for lack of buffers, now that some returned. */
 void eng__conn_retry_nobuf(struct eng_worker *w);
@@ -337,6 +367,53 @@ static inline void eng__bufs_flush(struct eng_worker *w)
 
 /* Frees the worker's pooled pipes. */
 void eng__pipes_free(struct eng_worker *w);
+
+/* capture.c */
+
+/* CLOCK_REALTIME in nanoseconds. */
+uint64_t eng__realtime_ns(void);
+
+/*
+ * --capture on: creates the ring file (refusing one that a live sidetap
+ * produces into) and the per-connection capture settings. Logs failures.
+ */
+int eng__cap_engine_open(struct eng_engine *e);
+
+/* Marks the ring stopped and unmaps it. */
+void eng__cap_engine_close(struct eng_engine *e);
+
+/*
+ * Starts capturing <c>; <orig> is its original destination (transparent) or
+ * the listener's address (reverse). Emits the open frame. Out of memory, the
+ * connection goes uncaptured (counted).
+ */
+void eng__cap_open(struct eng_conn *c, const struct eng_addr *orig);
+
+/* Feeds <len> bytes forwarded in direction <d>. */
+void eng__cap_feed(struct eng_conn *c, unsigned d, const void *buf, size_t len);
+
+/* Direction <d>'s source reached EOF. */
+void eng__cap_eof(struct eng_conn *c, unsigned d);
+
+/*
+ * True when capture does not need the next bytes of direction <d> (at least
+ * <min> of them): then c->cap->budget[d] holds how many may be spliced.
+ */
+bool eng__cap_may_splice(struct eng_conn *c, unsigned d, uint64_t min);
+
+/* Tells capture how many bytes of <d> went by uncaptured, and ends the budget. */
+void eng__cap_skip_flush(struct eng_conn *c, unsigned d);
+
+/* Ends capture of <c>: pending pairs, the close frame; frees the state. */
+void eng__cap_close(struct eng_conn *c, enum tap_close_reason why);
+
+/* uploader.c */
+
+/* Starts sidetap-uploader for the engine's ring and sink. Returns 0 or a negative errno (logged). */
+int eng__uploader_start(struct eng_engine *e);
+
+/* Stops the uploader: SIGTERM (it drains the stopped ring), then SIGKILL after <timeout_ms>. */
+void eng__uploader_stop(struct eng_engine *e, unsigned timeout_ms);
 
 /* admin.c */
 

@@ -56,6 +56,57 @@ static uint64_t sum(struct eng_engine *e, unsigned kind, enum eng_ctr ctr)
 	return v;
 }
 
+/* The ring's counters (all workers' rings summed) and the uploader's state. */
+static void render_capture(struct eng_engine *e, FILE *f)
+{
+	struct tap_ring_stats sum = { 0 }, st;
+	uint64_t enc = 0, oom = 0;
+
+	for (unsigned i = 0; i < tap_ring_count(e->ring); i++) {
+		tap_ring_stats(e->ring, i, &st);
+		sum.frames += st.frames;
+		sum.bytes += st.bytes;
+		sum.dropped_frames += st.dropped_frames;
+		sum.dropped_bytes += st.dropped_bytes;
+		sum.consumed_frames += st.consumed_frames;
+		sum.head += st.head - st.tail; /* bytes waiting for the uploader */
+	}
+	for (unsigned i = 0; i < e->nworkers; i++) {
+		enc += atomic_load_explicit(&e->workers[i].stats.cap_encode_errors,
+					    memory_order_relaxed);
+		oom += atomic_load_explicit(&e->workers[i].stats.cap_oom, memory_order_relaxed);
+	}
+	fprintf(f,
+		"# HELP sidetap_capture_frames_total Frames written to the capture ring.\n"
+		"# TYPE sidetap_capture_frames_total counter\nsidetap_capture_frames_total %lu\n"
+		"# HELP sidetap_capture_bytes_total Bytes of frames written to the capture ring.\n"
+		"# TYPE sidetap_capture_bytes_total counter\nsidetap_capture_bytes_total %lu\n"
+		"# HELP sidetap_capture_dropped_frames_total Frames dropped: the ring was full (or the frame larger than it).\n"
+		"# TYPE sidetap_capture_dropped_frames_total counter\nsidetap_capture_dropped_frames_total %lu\n"
+		"# HELP sidetap_capture_dropped_bytes_total Bytes of the dropped frames.\n"
+		"# TYPE sidetap_capture_dropped_bytes_total counter\nsidetap_capture_dropped_bytes_total %lu\n"
+		"# HELP sidetap_capture_consumed_frames_total Frames the uploader has shipped and released.\n"
+		"# TYPE sidetap_capture_consumed_frames_total counter\nsidetap_capture_consumed_frames_total %lu\n"
+		"# HELP sidetap_capture_ring_used_bytes Bytes in the ring waiting for the uploader.\n"
+		"# TYPE sidetap_capture_ring_used_bytes gauge\nsidetap_capture_ring_used_bytes %lu\n"
+		"# HELP sidetap_capture_ring_size_bytes Size of the ring, all workers together.\n"
+		"# TYPE sidetap_capture_ring_size_bytes gauge\nsidetap_capture_ring_size_bytes %lu\n"
+		"# HELP sidetap_capture_encode_errors_total Frames the encoder refused (dropped).\n"
+		"# TYPE sidetap_capture_encode_errors_total counter\nsidetap_capture_encode_errors_total %lu\n"
+		"# HELP sidetap_capture_uncaptured_connections_total Connections forwarded but not captured (out of memory).\n"
+		"# TYPE sidetap_capture_uncaptured_connections_total counter\nsidetap_capture_uncaptured_connections_total %lu\n"
+		"# HELP sidetap_uploader_up 1 while sidetap-uploader runs under sidetap.\n"
+		"# TYPE sidetap_uploader_up gauge\nsidetap_uploader_up %d\n"
+		"# HELP sidetap_uploader_restarts_total Times sidetap restarted the uploader.\n"
+		"# TYPE sidetap_uploader_restarts_total counter\nsidetap_uploader_restarts_total %lu\n",
+		(unsigned long)sum.frames, (unsigned long)sum.bytes, (unsigned long)sum.dropped_frames,
+		(unsigned long)sum.dropped_bytes, (unsigned long)sum.consumed_frames,
+		(unsigned long)sum.head,
+		(unsigned long)(tap_ring_size(e->ring) * tap_ring_count(e->ring)),
+		(unsigned long)enc, (unsigned long)oom, atomic_load(&e->uploader_up) ? 1 : 0,
+		(unsigned long)atomic_load(&e->uploader_restarts));
+}
+
 char *eng__metrics_render(struct eng_engine *e, size_t *len)
 {
 	uint64_t admin = 0, pipes = 0;
@@ -108,6 +159,8 @@ char *eng__metrics_render(struct eng_engine *e, size_t *len)
 		atomic_load(&e->ready) && atomic_load(&e->phase) == ENG_PHASE_RUN, e->ktls == 1,
 		(unsigned long)((eng_now_ms() - e->start_ms) / 1000), SIDETAP_VERSION,
 		eng_forward_name(e->cfg->forward));
+	if (e->ring)
+		render_capture(e, f);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;

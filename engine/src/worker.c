@@ -246,7 +246,7 @@ static void close_all(struct eng_worker *w, enum eng_ctr why)
 		struct eng_conn *c = eng_list_entry(w->conns.next, struct eng_conn, link);
 
 		eng__stat_add(&w->stats.ctr[c->kind][why], 1);
-		eng__conn_close(c, true);
+		eng__conn_close(c, TAP_CLOSE_DRAIN);
 	}
 }
 
@@ -352,6 +352,8 @@ static void loop(struct eng_worker *w)
 			return;
 		}
 		w->now_ms = eng_now_ms();
+		if (w->eng->ring)
+			w->now_ns = eng__realtime_ns();
 		do {
 			n = 0;
 			io_uring_for_each_cqe(&w->ring, head, cqe)
