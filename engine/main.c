@@ -95,6 +95,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGPIPE);
+	sigaddset(&set, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	ret = eng_engine_new(&cfg, &e);
@@ -121,6 +122,7 @@ int main(int argc, char **argv)
 					 cfg.drain_timeout_ms < SIGINT_DRAIN_MS ? cfg.drain_timeout_ms
 										: SIGINT_DRAIN_MS,
 					 "SIGINT");
+		eng_engine_supervise(e);
 	}
 	ret = eng_engine_wait(e);
 	eng_engine_free(e);

@@ -32,6 +32,13 @@ int eng_engine_start(struct eng_engine *e);
  */
 void eng_engine_drain(struct eng_engine *e, unsigned deadline_ms, const char *why);
 
+/*
+ * Looks after sidetap-uploader (--capture on --uploader on): reaps it when it
+ * has exited and restarts it after a back-off. Call from the thread that
+ * started the engine, every few hundred milliseconds and on SIGCHLD.
+ */
+void eng_engine_supervise(struct eng_engine *e);
+
 /* True once every worker thread has finished. Thread-safe. */
 bool eng_engine_is_done(const struct eng_engine *e);
 
@@ -41,7 +48,11 @@ bool eng_engine_is_done(const struct eng_engine *e);
  */
 int eng_engine_wait(struct eng_engine *e);
 
-/* Frees <e> (after eng_engine_wait, or when never started). NULL is a no-op. */
+/*
+ * Frees <e> (after eng_engine_wait, or when never started): marks the capture
+ * ring stopped, lets the uploader drain it (up to a few seconds) and stops it.
+ * NULL is a no-op.
+ */
 void eng_engine_free(struct eng_engine *e);
 
 /*

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Supervision of sidetap-uploader: start it, restart it with back-off when it dies, stop it last. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+
+#define ENG_UPLOADER_BACKOFF_MIN_MS 100
+#define ENG_UPLOADER_BACKOFF_MAX_MS 10000
+/* An uploader that ran this long is healthy again: the back-off starts over. */
+#define ENG_UPLOADER_STABLE_MS 30000
+
+/* The uploader beside our own executable (build/bin, /usr/bin), else the one on PATH. */
+static void uploader_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		self[n] = '\0';
+		snprintf(buf, len, "%s/sidetap-uploader", dirname(self));
+		if (access(buf, X_OK) == 0)
+			return;
+	}
+	snprintf(buf, len, "sidetap-uploader");
+}
+
+static int spawn(struct eng_engine *e)
+{
+	const struct eng_config *cfg = e->cfg;
+	char path[PATH_MAX], ring[300], sink[600], level[32];
+	char *argv[] = { path, ring, sink, level, NULL };
+	pid_t parent = getpid(), pid;
+
+	uploader_path(path, sizeof(path));
+	snprintf(ring, sizeof(ring), "--ring=%s", cfg->ring_path);
+	snprintf(sink, sizeof(sink), "--sink=%s", cfg->sink);
+	snprintf(level, sizeof(level), "--log-level=%s", eng_log_level_name(cfg->log_level));
+	pid = fork();
+	if (pid == -1)
+		return -errno;
+	if (pid == 0) {
+		sigset_t none;
+
+		/* Only async-signal-safe calls between fork and exec. */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* Its own process group: a terminal's Ctrl-C reaches sidetap, which stops it last. */
+		setpgid(0, 0);
+		/* sidetap killed outright: the uploader drains what is left and exits. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+		execvp(path, argv);
+		_exit(127);
+	}
+	e->uploader_pid = pid;
+	e->uploader_started_ms = eng_now_ms();
+	atomic_store(&e->uploader_up, true);
+	eng_log(ENG_LOG_INFO, "uploader started", "pid=%d bin=%s sink=%s", (int)pid, path, cfg->sink);
+	return 0;
+}
+
+int eng__uploader_start(struct eng_engine *e)
+{
+	int ret = spawn(e);
+
+	if (ret < 0)
+		eng_log(ENG_LOG_ERROR, "cannot start the uploader", "err=\"%s\"", strerror(-ret));
+	return ret;
+}
+
+void eng_engine_supervise(struct eng_engine *e)
+{
+	uint64_t now = eng_now_ms();
+	int status;
+
+	if (!e->cfg->capture || !e->cfg->uploader)
+		return;
+	if (e->uploader_pid > 0 && waitpid(e->uploader_pid, &status, WNOHANG) == e->uploader_pid) {
+		bool stable = now - e->uploader_started_ms >= ENG_UPLOADER_STABLE_MS;
+
+		e->uploader_pid = -1;
+		atomic_store(&e->uploader_up, false);
+		e->uploader_backoff_ms = stable || !e->uploader_backoff_ms
+						 ? ENG_UPLOADER_BACKOFF_MIN_MS
+						 : e->uploader_backoff_ms * 2;
+		if (e->uploader_backoff_ms > ENG_UPLOADER_BACKOFF_MAX_MS)
+			e->uploader_backoff_ms = ENG_UPLOADER_BACKOFF_MAX_MS;
+		e->uploader_restart_ms = now + e->uploader_backoff_ms;
+		eng_log(ENG_LOG_WARN, "uploader exited, restarting",
+			"status=%d signal=%d restart_in_ms=%u", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+			WIFSIGNALED(status) ? WTERMSIG(status) : 0, e->uploader_backoff_ms);
+	}
+	if (e->uploader_pid <= 0 && e->uploader_restart_ms && now >= e->uploader_restart_ms &&
+	    atomic_load(&e->phase) == ENG_PHASE_RUN) {
+		e->uploader_restart_ms = 0;
+		if (spawn(e) == 0)
+			atomic_fetch_add(&e->uploader_restarts, 1);
+		else
+			e->uploader_restart_ms = now + ENG_UPLOADER_BACKOFF_MAX_MS;
+	}
+}
+
+void eng__uploader_stop(struct eng_engine *e, unsigned timeout_ms)
+{
+	uint64_t end = eng_now_ms() + timeout_ms;
+	int status;
+
+	if (e->uploader_pid <= 0)
+		return;
+	/* The ring is marked stopped: the uploader drains it and exits on its own. */
+	kill(e->uploader_pid, SIGTERM);
+	while (waitpid(e->uploader_pid, &status, WNOHANG) == 0) {
+		if (eng_now_ms() >= end) {
+			eng_log(ENG_LOG_WARN, "uploader did not finish, killing it",
+				"pid=%d timeout_ms=%u", (int)e->uploader_pid, timeout_ms);
+			kill(e->uploader_pid, SIGKILL);
+			waitpid(e->uploader_pid, &status, 0);
+			break;
+		}
+		usleep(10000);
+	}
+	e->uploader_pid = -1;
+	atomic_store(&e->uploader_up, false);
+}
