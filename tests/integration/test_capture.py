@@ -1,0 +1,574 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integration tests of capture, end to end: real clients (curl, raw sockets) through the sidetap
+binary to real upstreams, frames through the shared-memory ring and sidetap-uploader into segment
+files, read back with an independent msgpack implementation (Debian's python3-msgpack) and with
+sidetapctl (dump, har).
+
+Run by CTest: /usr/bin/python3 test_capture.py BINDIR (BINDIR holds sidetap, sidetap-uploader and
+sidetapctl). Needs python3-msgpack and curl; skips with the reason when they are missing.
+"""
+import gzip
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+try:
+    import msgpack
+except ImportError:  # the test says why it skips
+    msgpack = None
+
+BINDIR = None
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    """The demo service: every case the capture tests need, on HTTP/1.1 keep-alive."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body=b"", headers=(), send_body=True):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if status not in (204, 304):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body and status not in (204, 304):
+            self.wfile.write(body)
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+    def do_HEAD(self):
+        self.reply(200, b"hello\n", [("Content-Type", "text/plain")], send_body=False)
+
+    def do_POST(self):
+        body = self.read_body()
+        self.reply(200, body, [("Content-Type", "application/octet-stream")])
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path == "/hello":
+            self.reply(200, b"hello\n", [("Content-Type", "text/plain"), ("X-Twice", "a"),
+                                         ("X-Twice", "b")])
+        elif path == "/empty":
+            self.reply(204)
+        elif path == "/cached":
+            self.reply(304, headers=[("ETag", '"v1"')])
+        elif path == "/gzip":
+            self.reply(200, gzip.compress(b"compressed hello\n" * 20),
+                       [("Content-Encoding", "gzip"), ("Content-Type", "text/plain")])
+        elif path == "/big":
+            n = int(query.split("=")[1])
+            self.reply(200, pattern(n), [("Content-Type", "application/octet-stream")])
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"first ", b"second ", b"third"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/upgrade" and self.headers.get("Upgrade") == "echo":
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            while True:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                self.connection.sendall(data)
+        else:
+            self.reply(404, b"not found\n")
+
+
+def pattern(n):
+    unit = bytes(range(256))
+    return (unit * (n // 256 + 1))[:n]
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class EchoServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """A raw TCP echo service: not HTTP, so sidetap captures it as tcp frames."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                self.request.sendall(data)
+
+
+def read_frames(directory):
+    """Every frame of every finished segment, in order, decoded by python3-msgpack."""
+    frames = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".msgpack"):
+            continue
+        with open(os.path.join(directory, name), "rb") as f:
+            unpacker = msgpack.Unpacker(f, raw=False, unicode_errors="surrogateescape",
+                                        max_buffer_size=256 << 20)
+            for frame in unpacker:
+                frames.append(frame)
+    return frames
+
+
+COMMON = {"v": int, "id": str, "type": str, "gen": int, "worker": int, "seq": int, "conn_id": int,
+          "ts": int, "listener": str, "client": str, "dst": str, "upstream": str}
+MSG = {"version": str, "headers": list, "body": bytes, "body_size": int, "body_truncated": bool,
+       "chunked": bool}
+
+
+class Sidetap:
+    """sidetap with capture on, its uploader, a ring and a sink in a scratch directory."""
+
+    def __init__(self, test, upstream_port, *extra):
+        self.dir = tempfile.mkdtemp(prefix="sidetap-cap-")
+        self.sink = os.path.join(self.dir, "capture")
+        self.log = open(os.path.join(self.dir, "sidetap.log"), "w+")
+        args = [os.path.join(BINDIR, "sidetap"), "--inbound-addr=127.0.0.1:0",
+                "--outbound-addr=off", "--admin-addr=127.0.0.1:0", "--workers=2",
+                "--inbound-mode=reverse", "--inbound-upstream=127.0.0.1:%d" % upstream_port,
+                "--ring=" + os.path.join(self.dir, "ring"), "--sink=file:" + self.sink,
+                "--log-level=info"] + list(extra)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.test = test
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            text = self.text()
+            if 'msg="started"' in text:
+                break
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        text = self.text()
+        test.assertIn('msg="started"', text, "sidetap did not start:\n" + text)
+        self.port = self.addr(text, "listener=inbound addr=")
+        self.admin = self.addr(text, 'msg="admin endpoint" addr=')
+
+    @staticmethod
+    def addr(text, key):
+        at = text.index(key) + len(key)
+        return int(text[at:].split()[0].rsplit(":", 1)[1])
+
+    def text(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def metric(self, series):
+        with socket.create_connection(("127.0.0.1", self.admin)) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
+
+    def uploader_pid(self):
+        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+
+    def stop(self):
+        """SIGTERM: drain, flush capture through the uploader, exit 0. Returns the frames."""
+        self.proc.send_signal(signal.SIGTERM)
+        status = self.proc.wait(timeout=30)
+        self.test.assertEqual(status, 0, "sidetap did not exit 0:\n" + self.text())
+        return read_frames(self.sink)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def curl(*args):
+    return subprocess.run(["curl", "-sS", "--max-time", "20"] + list(args), check=True,
+                          stdout=subprocess.PIPE).stdout
+
+
+def http_frames(frames):
+    return [f for f in frames if f["type"] == "http"]
+
+
+def header(msg, name):
+    return [v for k, v in msg["headers"] if k.lower() == name.lower()]
+
+
+class CaptureTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if msgpack is None:
+            raise unittest.SkipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        if shutil.which("curl") is None:
+            raise unittest.SkipTest("curl is missing (apt-get install curl)")
+        cls.server = ThreadingServer(("127.0.0.1", 0), Upstream)
+        cls.port = cls.server.server_address[1]
+        threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+
+    def setUp(self):
+        self.st = Sidetap(self, self.port)
+
+    def tearDown(self):
+        self.st.close()
+
+    def check_frame(self, f):
+        """Every key of FORMAT.md with its type: what an independent reader relies on."""
+        for key, typ in COMMON.items():
+            self.assertIsInstance(f.get(key), typ, "%s in %r" % (key, f))
+        self.assertEqual(f["v"], 1)
+        self.assertEqual(f["id"], "%016x-%d-%d" % (f["gen"], f["worker"], f["seq"]))
+        self.assertEqual(f["listener"], "inbound")
+        self.assertEqual(f["upstream"], "127.0.0.1:%d" % self.port)
+        self.assertEqual(f["dst"], "127.0.0.1:%d" % self.st.port)
+        if f["type"] == "http":
+            for key, typ in MSG.items():
+                self.assertIsInstance(f["req"].get(key), typ, key)
+                if f["resp"] is not None:
+                    self.assertIsInstance(f["resp"].get(key), typ, key)
+            self.assertIsInstance(f["flags"], list)
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.st.port, path)
+
+    def test_requests_of_every_shape_become_pairs(self):
+        curl(self.url("/hello"))
+        self.assertEqual(curl("-d", "name=demo&x=1", self.url("/echo")), b"name=demo&x=1")
+        curl("-I", self.url("/hello"))
+        curl(self.url("/empty"))
+        curl("-H", 'If-None-Match: "v1"', self.url("/cached"))
+        self.assertEqual(curl(self.url("/chunked")), b"first second third")
+        frames = self.st.stop()
+        for f in frames:
+            self.check_frame(f)
+        pairs = {f["req"]["target"] + " " + f["req"]["method"]: f for f in http_frames(frames)}
+        self.assertEqual(len(pairs), 6, sorted(pairs))
+
+        get = pairs["/hello GET"]
+        self.assertEqual(get["req"]["version"], "1.1")
+        self.assertEqual(header(get["req"], "Host"), ["127.0.0.1:%d" % self.st.port])
+        self.assertEqual(get["resp"]["status"], 200)
+        self.assertEqual(get["resp"]["reason"], "OK")
+        self.assertEqual(get["resp"]["body"], b"hello\n")
+        self.assertEqual(header(get["resp"], "X-Twice"), ["a", "b"], "repeated headers kept")
+        timing = get["timing"]
+        self.assertTrue(timing["req_start"] <= timing["req_end"] <= timing["resp_start"]
+                        <= timing["resp_end"], timing)
+
+        post = pairs["/echo POST"]
+        self.assertEqual(post["req"]["body"], b"name=demo&x=1")
+        self.assertEqual(post["req"]["body_size"], 13)
+        self.assertEqual(post["resp"]["body"], b"name=demo&x=1")
+
+        head = pairs["/hello HEAD"]
+        self.assertIn("head", head["flags"])
+        self.assertEqual(head["resp"]["body"], b"")
+        self.assertEqual(header(head["resp"], "Content-Length"), ["6"])
+
+        self.assertEqual(pairs["/empty GET"]["resp"]["status"], 204)
+        self.assertEqual(pairs["/cached GET"]["resp"]["status"], 304)
+        chunked = pairs["/chunked GET"]["resp"]
+        self.assertTrue(chunked["chunked"])
+        self.assertEqual(chunked["body"], b"first second third", "captured de-chunked")
+
+        conns = [f for f in frames if f["type"] == "conn"]
+        opens = [f for f in conns if f["event"] == "open"]
+        closes = [f for f in conns if f["event"] == "close"]
+        self.assertEqual(len(opens), 6)
+        self.assertEqual(len(closes), 6)
+        self.assertTrue(all(f["proto"] == "http1" for f in closes))
+        self.assertEqual(len({f["id"] for f in frames}), len(frames), "frame ids are unique")
+
+    def test_chunked_upload_with_expect_100_continue(self):
+        body = pattern(3000)
+        path = os.path.join(self.st.dir, "upload")
+        with open(path, "wb") as f:
+            f.write(body)
+        got = curl("-H", "Transfer-Encoding: chunked", "-H", "Expect: 100-continue",
+                   "--data-binary", "@" + path, self.url("/echo"))
+        self.assertEqual(got, body)
+        (pair,) = http_frames(self.st.stop())
+        self.assertTrue(pair["req"]["chunked"])
+        self.assertEqual(pair["req"]["body"], body, "request body captured de-chunked")
+        self.assertEqual(pair["resp"]["informational"], [100])
+        self.assertEqual(pair["resp"]["status"], 200)
+        self.assertEqual(pair["resp"]["body"], body)
+
+    def test_hundred_requests_on_one_keepalive_connection(self):
+        urls = [self.url("/hello?i=%d" % i) for i in range(100)]
+        curl(*urls)
+        pairs = http_frames(self.st.stop())
+        self.assertEqual(len(pairs), 100)
+        self.assertEqual(len({p["conn_id"] for p in pairs}), 1, "one connection")
+        self.assertEqual([p["pair"] for p in pairs], list(range(1, 101)))
+        self.assertEqual([p["req"]["target"] for p in pairs], ["/hello?i=%d" % i for i in range(100)])
+
+    def test_pipelined_requests_pair_in_order(self):
+        reqs = b"".join(b"GET /hello?p=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
+        with socket.create_connection(("127.0.0.1", self.st.port)) as s:
+            s.sendall(reqs)
+            data = b""
+            while data.count(b"hello\n") < 10:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "connection closed early")
+                data += chunk
+        pairs = http_frames(self.st.stop())
+        self.assertEqual([p["req"]["target"] for p in pairs], ["/hello?p=%d" % i for i in range(10)])
+        self.assertTrue(all(p["resp"]["status"] == 200 for p in pairs))
+
+    def test_gzip_response_body_kept_as_sent(self):
+        body = curl(self.url("/gzip"))
+        (pair,) = http_frames(self.st.stop())
+        self.assertEqual(header(pair["resp"], "Content-Encoding"), ["gzip"])
+        self.assertEqual(pair["resp"]["body"], body)
+        self.assertEqual(gzip.decompress(pair["resp"]["body"]), b"compressed hello\n" * 20)
+
+    def test_ten_mib_body_truncated_in_capture_but_forwarded_whole(self):
+        n = 10 << 20
+        got = curl(self.url("/big?n=%d" % n))
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(pattern(n)).hexdigest(),
+                         "forwarded intact")
+        (pair,) = http_frames(self.st.stop())
+        resp = pair["resp"]
+        self.assertTrue(resp["body_truncated"])
+        self.assertEqual(resp["body_size"], n)
+        self.assertEqual(resp["body"], pattern(n)[:1 << 20], "the first --capture-body-limit bytes")
+
+    def test_upgrade_then_the_stream_as_tcp_frames(self):
+        with socket.create_connection(("127.0.0.1", self.st.port)) as s:
+            s.sendall(b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: echo\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            for msg in (b"ping", b"pong after ping"):
+                s.sendall(msg)
+                while len(rest) < len(msg):
+                    rest += s.recv(4096)
+                self.assertEqual(rest[:len(msg)], msg)
+                rest = rest[len(msg):]
+        frames = self.st.stop()
+        (pair,) = http_frames(frames)
+        self.assertIn("upgrade", pair["flags"])
+        self.assertEqual(pair["resp"]["status"], 101)
+        tcp = [f for f in frames if f["type"] == "tcp"]
+        c2u = b"".join(f["data"] for f in tcp if f["dir"] == "c2u")
+        u2c = b"".join(f["data"] for f in tcp if f["dir"] == "u2c")
+        self.assertEqual(c2u, b"pingpong after ping")
+        self.assertEqual(u2c, b"pingpong after ping")
+
+    def test_sidetapctl_dump_and_har(self):
+        curl(self.url("/hello"))
+        curl("-d", "x", self.url("/echo"))
+        curl(self.url("/empty"))
+        frames = self.st.stop()
+        ctl = os.path.join(BINDIR, "sidetapctl")
+        out = subprocess.run([ctl, "dump", self.st.sink], check=True, stdout=subprocess.PIPE).stdout
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual([l["id"] for l in lines], [f["id"] for f in frames],
+                         "sidetapctl and python-msgpack see the same frames")
+        for line in lines:
+            for key in ("id", "type", "conn_id", "listener"):
+                self.assertIn(key, line)
+        hello = [l for l in lines if l["type"] == "http" and l["request"]["target"] == "/hello"][0]
+        self.assertEqual(hello["request"]["method"], "GET")
+        self.assertEqual(hello["response"]["body"], "hello\n")
+        self.assertEqual(hello["response"]["body_encoding"], "utf-8")
+        for key in ("method", "target", "version", "headers", "body", "body_encoding",
+                    "body_size", "body_truncated"):
+            self.assertIn(key, hello["request"])
+        for key in ("status", "reason", "headers", "body", "body_encoding", "body_size",
+                    "body_truncated"):
+            self.assertIn(key, hello["response"])
+        only = subprocess.run([ctl, "dump", "--type", "http", "--status", "204", self.st.sink],
+                              check=True, stdout=subprocess.PIPE).stdout.decode().splitlines()
+        self.assertEqual([json.loads(l)["request"]["target"] for l in only], ["/empty"])
+        two = subprocess.run([ctl, "dump", "--status", "2xx", self.st.sink], check=True,
+                             stdout=subprocess.PIPE).stdout.decode().splitlines()
+        self.assertEqual(len(two), 3)
+
+        har = json.loads(subprocess.run([ctl, "har", self.st.sink], check=True,
+                                        stdout=subprocess.PIPE).stdout)
+        log = har["log"]
+        self.assertEqual(log["version"], "1.2")
+        self.assertEqual(log["creator"]["name"], "sidetap")
+        self.assertEqual(len(log["entries"]), 3)
+        for e in log["entries"]:
+            for key in ("startedDateTime", "time", "request", "response", "cache", "timings"):
+                self.assertIn(key, e)
+            time.strptime(e["startedDateTime"][:19], "%Y-%m-%dT%H:%M:%S")
+            for key in ("method", "url", "httpVersion", "cookies", "headers", "queryString",
+                        "headersSize", "bodySize"):
+                self.assertIn(key, e["request"])
+            for key in ("status", "statusText", "httpVersion", "cookies", "headers", "content",
+                        "redirectURL", "headersSize", "bodySize"):
+                self.assertIn(key, e["response"])
+            self.assertIn("mimeType", e["response"]["content"])
+            for key in ("send", "wait", "receive"):
+                self.assertGreaterEqual(e["timings"][key], 0)
+        urls = sorted(e["request"]["url"] for e in log["entries"])
+        self.assertEqual(urls, sorted("http://127.0.0.1:%d%s" % (self.st.port, p)
+                                      for p in ("/hello", "/echo", "/empty")))
+        post = [e for e in log["entries"] if e["request"]["method"] == "POST"][0]
+        self.assertEqual(post["request"]["postData"]["text"], "x")
+
+    def test_sidetapctl_refuses_what_is_not_a_capture(self):
+        ctl = os.path.join(BINDIR, "sidetapctl")
+        self.st.stop()
+        bad = os.path.join(self.st.dir, "notes.txt")
+        with open(bad, "w") as f:
+            f.write("hello, this is not msgpack\n")
+        run = subprocess.run([ctl, "dump", bad], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn(b"not a sidetap capture file", run.stderr)
+        run = subprocess.run([ctl, "dump", "/nonexistent"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn(b"No such file", run.stderr)
+
+
+class TcpCaptureTest(unittest.TestCase):
+    """A protocol that is not HTTP: the client's first bytes decide, both directions as streams."""
+
+    def test_non_http_protocol_is_captured_as_tcp_streams(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        server = EchoServer(("127.0.0.1", 0), EchoServer.Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        st = Sidetap(self, server.server_address[1])
+        try:
+            sent = [b"*1\r\n$4\r\nPING\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"]
+            with socket.create_connection(("127.0.0.1", st.port)) as s:
+                for msg in sent:
+                    s.sendall(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        got += s.recv(4096)
+                    self.assertEqual(got, msg)
+            frames = st.stop()
+            tcp = [f for f in frames if f["type"] == "tcp"]
+            for d in ("c2u", "u2c"):
+                chunks = [f for f in tcp if f["dir"] == d]
+                self.assertEqual(b"".join(f["data"] for f in chunks), b"".join(sent), d)
+                offs = [f["off"] for f in chunks]
+                self.assertEqual(offs[0], 0)
+                self.assertEqual(offs, sorted(offs))
+            close = [f for f in frames if f["type"] == "conn" and f["event"] == "close"][0]
+            self.assertEqual(close["proto"], "other")
+            self.assertEqual(close["bytes_c2u"], sum(map(len, sent)))
+        finally:
+            st.close()
+            server.shutdown()
+
+
+class UploaderCrashTest(unittest.TestCase):
+    """SIGKILL the uploader while traffic runs: sidetap restarts it, nothing durable is lost."""
+
+    def test_uploader_killed_during_traffic(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        server = ThreadingServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        st = Sidetap(self, server.server_address[1], "--ring-size=64M")
+        done = []
+        errors = []
+
+        def traffic():
+            for i in range(300):
+                try:
+                    with socket.create_connection(("127.0.0.1", st.port), timeout=10) as s:
+                        for k in range(5):
+                            s.sendall(b"GET /hello?r=%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i, k))
+                            data = b""
+                            while not data.endswith(b"hello\n"):
+                                chunk = s.recv(4096)
+                                if not chunk:
+                                    raise IOError("closed early")
+                                data += chunk
+                            done.append((i, k))
+                except Exception as e:  # the proxy must not fail a single request
+                    errors.append(repr(e))
+
+        try:
+            t = threading.Thread(target=traffic)
+            t.start()
+            kills = 0
+            while t.is_alive() and kills < 5:
+                time.sleep(0.3)
+                pid = st.uploader_pid()
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+            t.join()
+            self.assertEqual(errors, [], "traffic was affected")
+            self.assertGreater(kills, 1, "the uploader was not killed during traffic")
+            self.assertGreaterEqual(st.metric("sidetap_uploader_restarts_total"), kills - 1)
+            self.assertEqual(st.metric("sidetap_capture_dropped_frames_total"), 0)
+            frames = st.stop()
+            ids = [f["id"] for f in frames]
+            unique = {f["id"]: f for f in frames}
+            pairs = [f for f in unique.values() if f["type"] == "http"]
+            self.assertEqual(len(pairs), len(done), "every request captured, at least once")
+            self.assertEqual({p["req"]["target"] for p in pairs},
+                             {"/hello?r=%d-%d" % d for d in done})
+            for fid in set(ids):
+                copies = [f for f in frames if f["id"] == fid]
+                self.assertTrue(all(c == copies[0] for c in copies), "duplicates are identical")
+            segments = [n for n in os.listdir(st.sink)]
+            self.assertFalse([n for n in segments if n.endswith(".partial")],
+                             "no unfinished segment left")
+        finally:
+            st.close()
+            server.shutdown()
+
+
+if __name__ == "__main__":
+    BINDIR = sys.argv.pop(1)
+    unittest.main(verbosity=2)
