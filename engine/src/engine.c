@@ -266,6 +266,8 @@ int eng_engine_wait(struct eng_engine *e)
 
 void eng_engine_free(struct eng_engine *e)
 {
+	bool had_ring;
+
 	if (!e)
 		return;
 	if (e->workers) {
@@ -286,8 +288,11 @@ void eng_engine_free(struct eng_engine *e)
 	}
 	if (e->admin_fd >= 0)
 		close(e->admin_fd);
+	/* Stopped first, so the uploader knows no frame will follow what it drains. */
+	had_ring = e->ring != NULL;
 	eng__cap_engine_close(e);
-	eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
+	if (had_ring && atomic_load(&e->ready))
+		eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e);

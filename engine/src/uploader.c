@@ -115,7 +115,10 @@ void eng__uploader_stop(struct eng_engine *e, unsigned timeout_ms)
 	uint64_t end = eng_now_ms() + timeout_ms;
 	int status;
 
-	if (e->uploader_pid <= 0)
+	if (!e->cfg->capture || !e->cfg->uploader)
+		return;
+	/* Down (waiting out a back-off) at exit: one more start, so the ring still gets shipped. */
+	if (e->uploader_pid <= 0 && spawn(e) < 0)
 		return;
 	/* The ring is marked stopped: the uploader drains it and exits on its own. */
 	kill(e->uploader_pid, SIGTERM);

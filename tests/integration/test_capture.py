@@ -35,6 +35,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
     """The demo service: every case the capture tests need, on HTTP/1.1 keep-alive."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle meets delayed ACKs.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -250,6 +252,7 @@ class CaptureTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.server.shutdown()
+        cls.server.server_close()
 
     def setUp(self):
         self.st = Sidetap(self, self.port)
@@ -506,6 +509,7 @@ class TcpCaptureTest(unittest.TestCase):
         finally:
             st.close()
             server.shutdown()
+            server.server_close()
 
 
 class UploaderCrashTest(unittest.TestCase):
@@ -567,6 +571,7 @@ class UploaderCrashTest(unittest.TestCase):
         finally:
             st.close()
             server.shutdown()
+            server.server_close()
 
 
 if __name__ == "__main__":
