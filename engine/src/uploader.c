@@ -33,11 +33,12 @@ static void uploader_path(char *buf, size_t len)
 	snprintf(buf, len, "sidetap-uploader");
 }
 
-static int spawn(struct eng_engine *e)
+/* Starts the uploader; with <once>, it drains the ring and exits by itself. */
+static int spawn(struct eng_engine *e, bool once)
 {
 	const struct eng_config *cfg = e->cfg;
 	char path[PATH_MAX], ring[300], sink[600], level[32];
-	char *argv[] = { path, ring, sink, level, NULL };
+	char *argv[] = { path, ring, sink, level, once ? "--once" : NULL, NULL };
 	pid_t parent = getpid(), pid;
 
 	uploader_path(path, sizeof(path));
@@ -71,7 +72,7 @@ static int spawn(struct eng_engine *e)
 
 int eng__uploader_start(struct eng_engine *e)
 {
-	int ret = spawn(e);
+	int ret = spawn(e, false);
 
 	if (ret < 0)
 		eng_log(ENG_LOG_ERROR, "cannot start the uploader", "err=\"%s\"", strerror(-ret));
@@ -103,7 +104,7 @@ void eng_engine_supervise(struct eng_engine *e)
 	if (e->uploader_pid <= 0 && e->uploader_restart_ms && now >= e->uploader_restart_ms &&
 	    atomic_load(&e->phase) == ENG_PHASE_RUN) {
 		e->uploader_restart_ms = 0;
-		if (spawn(e) == 0)
+		if (spawn(e, false) == 0)
 			atomic_fetch_add(&e->uploader_restarts, 1);
 		else
 			e->uploader_restart_ms = now + ENG_UPLOADER_BACKOFF_MAX_MS;
@@ -117,11 +118,13 @@ void eng__uploader_stop(struct eng_engine *e, unsigned timeout_ms)
 
 	if (!e->cfg->capture || !e->cfg->uploader)
 		return;
-	/* Down (waiting out a back-off) at exit: one more start, so the ring still gets shipped. */
-	if (e->uploader_pid <= 0 && spawn(e) < 0)
+	if (e->uploader_pid > 0) {
+		/* The ring is marked stopped: on SIGTERM the uploader ships what is left, then exits. */
+		kill(e->uploader_pid, SIGTERM);
+	} else if (spawn(e, true) < 0) {
+		/* Down (waiting out a back-off) at exit: one more, draining once, so nothing is left. */
 		return;
-	/* The ring is marked stopped: the uploader drains it and exits on its own. */
-	kill(e->uploader_pid, SIGTERM);
+	}
 	while (waitpid(e->uploader_pid, &status, WNOHANG) == 0) {
 		if (eng_now_ms() >= end) {
 			eng_log(ENG_LOG_WARN, "uploader did not finish, killing it",
