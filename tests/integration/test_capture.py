@@ -523,9 +523,11 @@ class UploaderCrashTest(unittest.TestCase):
         st = Sidetap(self, server.server_address[1], "--ring-size=64M")
         done = []
         errors = []
+        running = [True]
 
         def traffic():
-            for i in range(300):
+            i = 0
+            while running[0] or i < 100:
                 try:
                     with socket.create_connection(("127.0.0.1", st.port), timeout=10) as s:
                         for k in range(5):
@@ -539,20 +541,23 @@ class UploaderCrashTest(unittest.TestCase):
                             done.append((i, k))
                 except Exception as e:  # the proxy must not fail a single request
                     errors.append(repr(e))
+                i += 1
 
         try:
             t = threading.Thread(target=traffic)
             t.start()
             kills = 0
-            while t.is_alive() and kills < 5:
-                time.sleep(0.3)
+            deadline = time.time() + 30
+            while kills < 5 and time.time() < deadline:
+                time.sleep(0.25)
                 pid = st.uploader_pid()
                 if pid:
                     os.kill(pid, signal.SIGKILL)
                     kills += 1
+            running[0] = False
             t.join()
             self.assertEqual(errors, [], "traffic was affected")
-            self.assertGreater(kills, 1, "the uploader was not killed during traffic")
+            self.assertEqual(kills, 5, "the uploader was not killed five times during traffic")
             self.assertGreaterEqual(st.metric("sidetap_uploader_restarts_total"), kills - 1)
             self.assertEqual(st.metric("sidetap_capture_dropped_frames_total"), 0)
             frames = st.stop()
