@@ -51,6 +51,29 @@ err_close_fd:
 	return ret;
 }
 
+/*
+ * SO_REUSEPORT would let us share a port with another sidetap still running,
+ * silently splitting its traffic: a plain bind first tells whether anyone
+ * holds it. Returns 0 or a negative errno.
+ */
+static int port_is_free(const struct eng_addr *addr)
+{
+	int one = 1, fd, ret = 0;
+
+	if (eng_addr_port(addr) == 0)
+		return 0;
+	fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	if (addr->u.sa.sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, &addr->u.sa, addr->len) == -1)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 static const char *bind_fix(int err)
 {
 	switch (err) {
@@ -87,6 +110,10 @@ static int listeners_open(struct eng_engine *e)
 		const char *flag = k == ENG_INBOUND ? "--inbound-addr" : "--outbound-addr";
 
 		for (unsigned i = 0; i < lc->naddrs; i++) {
+			int ret = port_is_free(&lc->addrs[i]);
+
+			if (ret < 0)
+				return bind_error(flag, &lc->addrs[i], ret);
 			e->laddr[k][i] = lc->addrs[i];
 			for (unsigned wi = 0; wi < e->nworkers; wi++) {
 				struct eng_worker *w = &e->workers[wi];

@@ -89,6 +89,24 @@ Test(cli, port_in_use_exits_1_naming_flag_and_fix)
 	close(fd);
 }
 
+Test(cli, second_sidetap_on_the_same_port_is_refused)
+{
+	struct th_sidetap first;
+	char addr[64], *log;
+
+	/* SO_REUSEPORT must not let a second instance share (and split) the listener. */
+	cr_assert_eq(th_sidetap_start(&first, NULL, (const char *const[]){ "--outbound-addr=off", NULL }),
+		     0);
+	snprintf(addr, sizeof(addr), "--inbound-addr=127.0.0.1:%u", first.inbound_port);
+	cr_assert_eq(run(ARGS(addr, "--outbound-addr=off", "--admin-addr=off", "--capture=off"),
+			 NULL, &log),
+		     1);
+	cr_assert(strstr(log, "--inbound-addr") && strstr(log, "Address already in use"), "%s",
+		  log);
+	free(log);
+	cr_assert_eq(th_proc_stop(&first.proc, SIGTERM, 5000), 0);
+}
+
 Test(cli, goproxy_environment_configures_a_reverse_proxy)
 {
 	struct th_proc p;
