@@ -7,7 +7,8 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config liburing-dev libssl-dev node-llhttp libmsgpack-dev
 	libcriterion-dev)
-test_pkgs=(curl iproute2 iptables util-linux procps python3 openssl nginx-light socat)
+test_pkgs=(curl iproute2 iptables util-linux procps python3 python3-msgpack openssl nginx-light
+	socat)
 perf_pkgs=(nginx-light libnginx-mod-stream haproxy wrk nghttp2-client iperf3 procps)
 
 want=()
