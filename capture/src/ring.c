@@ -66,7 +66,8 @@ _Static_assert(offsetof(struct ring_ctl, tail) == 128, "layout of FORMAT.md");
  * What this process keeps of one ring. The producer's fields are its own
  * copies, never read back from the file: a value another process wrote into
  * the mapping cannot move where the producer writes. Aligned so that the
- * producers of different rings (worker threads) do not share cache lines.
+ * producers of different rings (worker threads) do not share cache lines,
+ * and the consumer's field sits on a line of its own.
  */
 struct ring_local {
 	struct ring_ctl *ctl;
@@ -77,6 +78,8 @@ struct ring_local {
 	uint32_t resv_len; /* producer: payload bytes reserved */
 	bool reserved;
 	uint64_t frames, bytes, dropped_frames, dropped_bytes;
+	/* consumer: the producer's head when last read (acquire) */
+	uint64_t head_seen __attribute__((aligned(64)));
 } __attribute__((aligned(64)));
 
 struct tap_ring {
@@ -451,7 +454,7 @@ void tap_ring_count_drop(struct tap_ring *r, unsigned idx, size_t len)
 int tap_ring_next(struct tap_ring *r, unsigned idx, uint64_t *pos, const void **payload,
 		  uint32_t *len)
 {
-	const struct ring_local *rl;
+	struct ring_local *rl;
 	uint64_t p = *pos, head, avail, off, rec, size;
 	bool wrapped = false;
 	uint32_t rlen;
@@ -459,8 +462,14 @@ int tap_ring_next(struct tap_ring *r, unsigned idx, uint64_t *pos, const void **
 	if (idx >= r->nrings)
 		return -EINVAL;
 	rl = &r->rings[idx];
-	/* Acquire: every record before the head is fully written. */
-	head = __atomic_load_n(&rl->ctl->head, __ATOMIC_ACQUIRE);
+	/*
+	 * Acquire: every record before the head is fully written. The head read
+	 * last time still vouches for what lies before it, so the producer's
+	 * cache line is touched only once the consumer has caught up with it.
+	 */
+	head = rl->head_seen;
+	if (head == p || head - p > r->ring_size)
+		head = rl->head_seen = __atomic_load_n(&rl->ctl->head, __ATOMIC_ACQUIRE);
 again:
 	avail = head - p;
 	if (avail == 0)

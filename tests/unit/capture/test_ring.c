@@ -495,10 +495,15 @@ Test(tap_ring, corrupt_records_are_ebadmsg_and_the_consumer_resyncs)
 	cr_expect_eq(next_ret(c, &pos), -EBADMSG, "misaligned");
 	pos = 1ull << 50;
 	cr_expect_eq(next_ret(c, &pos), -EBADMSG, "ahead of the head");
-	/* A head the producer never wrote: more than a ring ahead. */
+	/*
+	 * A head the producer never wrote, more than a ring ahead: seen once the
+	 * consumer has caught up with the head it read before.
+	 */
 	wr64(&m, CTL(0), 5 * SZ);
-	pos = 0;
+	pos = head;
 	cr_expect_eq(next_ret(c, &pos), -EBADMSG, "head a lap ahead");
+	wr64(&m, CTL(0), head - 8);
+	cr_expect_eq(next_ret(c, &pos), -EBADMSG, "head gone backwards");
 	wr64(&m, CTL(0), head);
 
 	/* Resync: skip to the head, release, and new records flow again. */
