@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: Apache-2.0
 # Installs what sidetap needs to build, test and benchmark, as Debian packages. Idempotent:
 # packages already installed are not touched, and nothing runs apt-get when all are there.
-#   cmake/deps.sh [build|test|perf]...   (default: build test)
+#   cmake/deps.sh [build|test|perf|fuzz]...   (default: build test)
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config liburing-dev libssl-dev node-llhttp libmsgpack-dev
 	libcriterion-dev)
-test_pkgs=(curl iproute2 iptables util-linux procps python3 python3-msgpack openssl nginx-light socat)
+test_pkgs=(curl iproute2 iptables util-linux procps python3 python3-msgpack openssl nginx-light
+	socat)
 perf_pkgs=(nginx-light libnginx-mod-stream haproxy wrk nghttp2-client iperf3 procps)
+fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 
 want=()
 [ $# -eq 0 ] && set -- build test
@@ -17,7 +19,8 @@ for what in "$@"; do
 	build) want+=("${build_pkgs[@]}") ;;
 	test) want+=("${test_pkgs[@]}") ;;
 	perf) want+=("${perf_pkgs[@]}") ;;
-	*) echo "deps.sh: unknown set '$what' (accepted: build, test, perf)" >&2; exit 2 ;;
+	fuzz) want+=("${fuzz_pkgs[@]}") ;;
+	*) echo "deps.sh: unknown set '$what' (accepted: build, test, perf, fuzz)" >&2; exit 2 ;;
 	esac
 done
 

@@ -21,8 +21,8 @@ cmake -S . -B build-asan -DSIDETAP_WERROR=ON -DSIDETAP_ASAN=ON -DCMAKE_BUILD_TYP
 cmake --build build-asan -j"$jobs"
 ctest --test-dir build-asan --output-on-failure -L 'unit|integration|stress' -LE slow
 
-echo "== ThreadSanitizer build, engine stress"
+echo "== ThreadSanitizer build, engine and ring stress"
 cmake -S . -B build-tsan -DSIDETAP_WERROR=ON -DSIDETAP_TSAN=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-tsan -j"$jobs" --target engine_stress
-ctest --test-dir build-tsan --output-on-failure -R '^engine_stress$'
+cmake --build build-tsan -j"$jobs" --target engine_stress ring_stress
+ctest --test-dir build-tsan --output-on-failure -L stress
 echo "== all tests passed"

@@ -164,7 +164,12 @@ void tap_decoder_free(struct tap_decoder *dec);
  * took, and fills <f>, whose strings point into <buf> and <dec>. Never trusts
  * the input: returns -EAGAIN when <buf> ends inside the frame (truncated),
  * -EBADMSG when it is not a valid frame, with a static reason in *<why>
- * (if not NULL) naming the key or the problem.
+ * (if not NULL) naming the key or the problem ("req.method: missing"), or
+ * -ENOMEM. Memory used is bounded by a small multiple of <len>. Keys the
+ * format does not define for the frame's type are ignored; a known key twice,
+ * an unknown flag or enum name, or an id that disagrees with gen, worker and
+ * seq is -EBADMSG. Fields the format leaves out (a request's status, a
+ * missing response's times) are zero.
  */
 int tap_frame_decode(struct tap_decoder *dec, const void *buf, size_t len, size_t *used,
 		     struct tap_frame *f, const char **why);

@@ -47,7 +47,8 @@ int tap_ring_create(const char *path, unsigned nrings, uint64_t ring_size, uint6
 /*
  * Consumer: maps the ring file at <path> and validates its header and
  * geometry against the file's size. Returns 0 and *<out>, or a negative errno
- * with a message naming the problem in <err> (<errlen> bytes).
+ * with a message naming the problem in <err> (<errlen> bytes): -EINVAL when
+ * the file is not a valid ring, else open(2)'s or mmap(2)'s error.
  */
 int tap_ring_open(const char *path, struct tap_ring **out, char *err, size_t errlen);
 
@@ -67,7 +68,9 @@ void tap_ring_stats(const struct tap_ring *r, unsigned idx, struct tap_ring_stat
  * Producer of ring <idx> (one thread): reserves room for a record of up to
  * <len> payload bytes and returns where to write it, or NULL when it does not
  * fit (the drop is counted: frames and bytes). Never blocks. A reservation is
- * followed by tap_ring_commit() before the next reserve.
+ * followed by tap_ring_commit() before the next reserve. Records never
+ * straddle the ring's end, so one longer than half the ring may not fit even
+ * in an empty ring, depending on where the head stands.
  */
 void *tap_ring_reserve(struct tap_ring *r, unsigned idx, size_t len);
 
@@ -85,7 +88,9 @@ void tap_ring_count_drop(struct tap_ring *r, unsigned idx, size_t len);
  * from tap_ring_tail()). Returns 1 with *<payload>, *<len> and *<pos> moved past
  * it; 0 when there is none yet; -EBADMSG when the ring is corrupt at *<pos>
  * (bad magic, length past the ring): the consumer logs, counts, and resyncs by
- * moving to the producer's head. The payload stays valid until the tail passes it.
+ * moving to the producer's head (*<pos> is left on the bad record). The
+ * payload stays valid until the tail passes it; its bytes are as hostile as
+ * the file. -EINVAL for an <idx> past the rings.
  */
 int tap_ring_next(struct tap_ring *r, unsigned idx, uint64_t *pos, const void **payload,
 		  uint32_t *len);
