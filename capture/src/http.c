@@ -21,6 +21,8 @@ struct hdr_ix {
 #define MSG_CHUNKED (1u << 3)
 #define MSG_BODY_TRUNC (1u << 4)
 #define MSG_HEAD_TRUNC (1u << 5) /* part of the head was left out: the rest is too */
+#define MSG_LINE_DONE (1u << 6) /* target or reason complete */
+#define MSG_LINE_TRUNC (1u << 7) /* target or reason cut at the limit */
 
 /* Smallest allocations, so that a small message needs one of each. */
 #define MSG_BLK_MIN 512u
@@ -233,7 +235,7 @@ static void line_append(struct tap__http *h, struct msg *m, const char *at, size
 	size_t room = m->head_cost < limit ? limit - m->head_cost : 0;
 	size_t n = len < room ? len : room;
 
-	if (m->flags & MSG_HEAD_TRUNC)
+	if (m->flags & MSG_LINE_TRUNC)
 		return;
 	if (n && !msg_reserve(m, n, limit))
 		n = 0;
@@ -244,6 +246,14 @@ static void line_append(struct tap__http *h, struct msg *m, const char *at, size
 		m->head_cost += n;
 	}
 	if (n < len)
+		m->flags |= MSG_LINE_TRUNC;
+}
+
+/* The target or reason is complete: it counts (and its truncation) from now on. */
+static void line_end(struct msg *m)
+{
+	m->flags |= MSG_LINE_DONE;
+	if (m->flags & MSG_LINE_TRUNC)
 		m->flags |= MSG_HEAD_TRUNC;
 }
 
@@ -343,6 +353,12 @@ static uint32_t msg_export(const struct msg *m, bool is_req, struct tap_http_msg
 			   struct tap_header *hdrs, uint32_t nroom)
 {
 	uint32_t n = m->nhdrs < nroom ? m->nhdrs : nroom;
+	/*
+	 * Like a header, the target or reason goes out only once complete: llhttp
+	 * passes the pieces of an unfinished one only at the end of each slice,
+	 * so what came before a parse error would depend on the slicing.
+	 */
+	uint32_t line_len = m->flags & MSG_LINE_DONE ? m->line_len : 0;
 
 	if (is_req) {
 		if (m->flags & MSG_HAS_METHOD) {
@@ -350,11 +366,11 @@ static uint32_t msg_export(const struct msg *m, bool is_req, struct tap_http_msg
 			out->method.len = (uint32_t)strlen(out->method.p);
 		}
 		out->target.p = m->blk;
-		out->target.len = m->line_len;
+		out->target.len = line_len;
 	} else {
 		out->status = m->status;
 		out->reason.p = m->blk;
-		out->reason.len = m->line_len;
+		out->reason.len = line_len;
 	}
 	out->version_major = m->vmaj;
 	out->version_minor = m->vmin;
@@ -535,6 +551,12 @@ static int on_status(llhttp_t *parser, const char *at, size_t len)
 	return 0;
 }
 
+static int on_url_complete(llhttp_t *parser)
+{
+	line_end(parser_dir(parser)->msg);
+	return 0;
+}
+
 static int on_method_complete(llhttp_t *parser)
 {
 	struct msg *m = parser_dir(parser)->msg;
@@ -560,6 +582,7 @@ static int on_status_complete(llhttp_t *parser)
 
 	m->status = parser->status_code;
 	m->flags |= MSG_HAS_STATUS;
+	line_end(m);
 	return 0;
 }
 
@@ -709,6 +732,7 @@ static const llhttp_settings_t http_settings = {
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
 	.on_message_complete = on_message_complete,
+	.on_url_complete = on_url_complete,
 	.on_method_complete = on_method_complete,
 	.on_version_complete = on_version_complete,
 	.on_status_complete = on_status_complete,
