@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* HTTP/1 capture of a connection: llhttp parses each direction; requests and responses pair up. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,9 +24,14 @@ struct hdr_ix {
 #define MSG_HEAD_TRUNC (1u << 5) /* part of the head was left out: the rest is too */
 #define MSG_LINE_DONE (1u << 6) /* target or reason complete */
 #define MSG_LINE_TRUNC (1u << 7) /* target or reason cut at the limit */
+#define MSG_BLK_OWNED (1u << 8) /* blk was allocated apart from its pair */
 
-/* Smallest allocations, so that a small message needs one of each. */
-#define MSG_BLK_MIN 512u
+/*
+ * Head storage of each message inside its pair: a small exchange (a GET with
+ * a dozen headers) needs no allocation but the pair's, and the pair stays in
+ * malloc's per-thread cache sizes.
+ */
+#define PAIR_INLINE_BLK 376u
 #define MSG_BODY_MIN 256u
 /* Head bytes counted for a start line besides its strings: spaces, "HTTP/1.1", CRLFs. */
 #define REQ_LINE_COST 14u
@@ -52,8 +58,8 @@ struct msg {
 	uint32_t line_len; /* target or reason, at blk[0] */
 	uint32_t body_len, body_cap;
 	uint16_t status;
+	uint16_t flags; /* MSG_* */
 	uint8_t method, vmaj, vmin;
-	uint8_t flags; /* MSG_* */
 };
 
 /* A request and its response, from the request's first byte until emitted. */
@@ -65,7 +71,12 @@ struct pair {
 	uint16_t info[TAP_INFORMATIONAL_MAX];
 	uint8_t ninfo;
 	bool final_head; /* the final response's head is complete */
+	/* Not cleared when allocated: the messages' first head blocks. */
+	char _Alignas(8) inline_blk[2][PAIR_INLINE_BLK];
 };
+
+/* glibc serves blocks up to 1032 bytes from a per-thread cache, without locks. */
+_Static_assert(sizeof(struct pair) <= 1024, "struct pair outgrew malloc's fast sizes");
 
 enum body_kind {
 	BODY_NONE = 0,
@@ -126,6 +137,7 @@ struct tap__http {
 	struct held *held; /* client bytes held meanwhile */
 	uint64_t next_no;
 	uint32_t npending;
+	uint32_t header_limit, body_limit, max_pending; /* the cfg's, when the connection began */
 	bool c2u_paused; /* the request parser stopped for an upgrade */
 	bool resume_now; /* ... but the response already declined it */
 	bool resume_c2u; /* the response declined: parse the held bytes */
@@ -138,21 +150,20 @@ static inline struct tap__http *parser_http(llhttp_t *p)
 	return p->data;
 }
 
+/* The parser is the first member of its direction. */
 static inline struct http_dir *parser_dir(llhttp_t *p)
 {
-	struct tap__http *h = p->data;
-
-	return &h->d[p->type == HTTP_REQUEST ? TAP_C2U : TAP_U2C];
+	return (struct http_dir *)p;
 }
 
 static inline uint32_t header_limit(const struct tap__http *h)
 {
-	return h->tc->cfg->header_limit;
+	return h->header_limit;
 }
 
 static inline uint32_t body_limit(const struct tap__http *h)
 {
-	return h->tc->cfg->body_limit;
+	return h->body_limit;
 }
 
 static inline struct hdr_ix *msg_ix(const struct msg *m, uint32_t i)
@@ -161,16 +172,17 @@ static inline struct hdr_ix *msg_ix(const struct msg *m, uint32_t i)
 }
 
 /*
- * Makes room for <extra> string bytes and one more index entry, growing the
+ * Makes room for <extra> string bytes and one more index entry (msg_reserve()
+ * when they do not fit), growing the
  * block no further than a head of <limit> bytes can need: its strings, and an
  * index entry per header of at least HDR_COST + 1 bytes. Returns false when
  * out of memory.
  */
-static bool msg_reserve(struct msg *m, size_t extra, uint32_t limit)
+static bool msg_grow(struct msg *m, size_t extra, uint32_t limit)
 {
 	size_t need = (size_t)m->head_len + extra + ((size_t)m->nhdrs + 1) * sizeof(struct hdr_ix);
 	size_t most = limit + ((size_t)limit / (HDR_COST + 1) + 1) * sizeof(struct hdr_ix);
-	size_t cap = m->blk_cap ? m->blk_cap : MSG_BLK_MIN;
+	size_t cap = m->blk_cap;
 	size_t ixlen = (size_t)m->nhdrs * sizeof(struct hdr_ix);
 	char *blk;
 
@@ -184,20 +196,38 @@ static bool msg_reserve(struct msg *m, size_t extra, uint32_t limit)
 	cap = (cap + 7) & ~(size_t)7;
 	if (cap > UINT32_MAX)
 		return false;
-	blk = realloc(m->blk, cap);
-	if (!blk)
-		return false;
-	/* The index lives at the back: move it to the new back. */
-	if (ixlen)
+	if (m->flags & MSG_BLK_OWNED) {
+		blk = realloc(m->blk, cap);
+		if (!blk)
+			return false;
+		/* The index lives at the back: move it to the new back. */
 		memmove(blk + cap - ixlen, blk + m->blk_cap - ixlen, ixlen);
+	} else {
+		/* Out of the pair's inline block, for good. */
+		blk = malloc(cap);
+		if (!blk)
+			return false;
+		memcpy(blk, m->blk, m->head_len);
+		memcpy(blk + cap - ixlen, m->blk + m->blk_cap - ixlen, ixlen);
+		m->flags |= MSG_BLK_OWNED;
+	}
 	m->blk = blk;
 	m->blk_cap = (uint32_t)cap;
 	return true;
 }
 
+static inline bool msg_reserve(struct msg *m, size_t extra, uint32_t limit)
+{
+	if ((size_t)m->head_len + extra + ((size_t)m->nhdrs + 1) * sizeof(struct hdr_ix) <=
+	    m->blk_cap)
+		return true;
+	return msg_grow(m, extra, limit);
+}
+
 static void msg_fini(struct msg *m)
 {
-	free(m->blk);
+	if (m->flags & MSG_BLK_OWNED)
+		free(m->blk);
 	free(m->body);
 }
 
@@ -213,12 +243,32 @@ static void msg_reset(struct msg *m)
 {
 	char *blk = m->blk, *body = m->body;
 	uint32_t blk_cap = m->blk_cap, body_cap = m->body_cap;
+	uint16_t owned = m->flags & MSG_BLK_OWNED;
 
 	memset(m, 0, sizeof(*m));
 	m->blk = blk;
 	m->blk_cap = blk_cap;
+	m->flags = owned;
 	m->body = body;
 	m->body_cap = body_cap;
+}
+
+/* A new pair, its head blocks inside it; NULL when out of memory. */
+static struct pair *pair_new(struct tap__http *h)
+{
+	struct pair *p = malloc(sizeof(*p));
+
+	if (!p)
+		return NULL;
+	memset(p, 0, offsetof(struct pair, inline_blk));
+	p->no = ++h->next_no;
+	for (int i = 0; i < 2; i++) {
+		struct msg *m = i ? &p->resp : &p->req;
+
+		m->blk = p->inline_blk[i];
+		m->blk_cap = PAIR_INLINE_BLK;
+	}
+	return p;
 }
 
 static void pair_free(struct pair *p)
@@ -501,16 +551,14 @@ static int on_message_begin(llhttp_t *parser)
 {
 	struct tap__http *h = parser_http(parser);
 	struct http_dir *d = parser_dir(parser);
-	uint32_t max_pending = h->tc->cfg->max_pending ? h->tc->cfg->max_pending : 1;
 	struct pair *p;
 
 	if (parser->type == HTTP_REQUEST) {
-		if (h->npending >= max_pending)
+		if (h->npending >= h->max_pending)
 			return -1;
-		p = calloc(1, sizeof(*p));
+		p = pair_new(h);
 		if (!p)
 			return -1;
-		p->no = ++h->next_no;
 		if (h->tail)
 			h->tail->next = p;
 		else
@@ -748,6 +796,9 @@ int tap__http_start(struct tap_conn *tc)
 	if (!h)
 		return -ENOMEM;
 	h->tc = tc;
+	h->header_limit = tc->cfg->header_limit;
+	h->body_limit = tc->cfg->body_limit;
+	h->max_pending = tc->cfg->max_pending ? tc->cfg->max_pending : 1;
 	/* No lenient flag, ever: smuggling-shaped framing must stop the parser. */
 	llhttp_init(&h->d[TAP_C2U].parser, HTTP_REQUEST, &http_settings);
 	llhttp_init(&h->d[TAP_U2C].parser, HTTP_RESPONSE, &http_settings);
@@ -786,14 +837,14 @@ static size_t hold(struct tap_conn *tc, const char *buf, size_t len, uint64_t ba
 
 	if (!len)
 		return 0;
-	if (have + len > tc->cfg->header_limit)
+	if (have + len > h->header_limit)
 		goto err_leave;
 	if (!held || have + len > held->cap) {
 		cap = held ? held->cap : MSG_BODY_MIN;
 		while (cap < have + len)
 			cap *= 2;
-		if (cap > tc->cfg->header_limit)
-			cap = tc->cfg->header_limit;
+		if (cap > h->header_limit)
+			cap = h->header_limit;
 		held = realloc(held, sizeof(*held) + cap);
 		if (!held)
 			goto err_leave;
@@ -925,8 +976,9 @@ size_t tap__http_memory(const struct tap_conn *tc)
 	if (h->held)
 		n += sizeof(*h->held) + h->held->cap;
 	for (const struct pair *p = h->head; p; p = p->next)
-		n += sizeof(*p) + p->req.blk_cap + p->req.body_cap + p->resp.blk_cap +
-		     p->resp.body_cap;
+		n += sizeof(*p) + p->req.body_cap + p->resp.body_cap +
+		     (p->req.flags & MSG_BLK_OWNED ? p->req.blk_cap : 0) +
+		     (p->resp.flags & MSG_BLK_OWNED ? p->resp.blk_cap : 0);
 	return n;
 }
 
@@ -934,7 +986,7 @@ bool tap__http_wants(const struct tap_conn *tc, enum tap_dir dir, uint64_t *skip
 {
 	const struct http_dir *d = &tc->http->d[dir];
 
-	if (!d->in_body || d->msg->body_len < tc->cfg->body_limit)
+	if (!d->in_body || d->msg->body_len < tc->http->body_limit)
 		return true;
 	if (d->body == BODY_LENGTH && d->parser.content_length) {
 		*skip = d->parser.content_length;
