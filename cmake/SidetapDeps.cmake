@@ -35,5 +35,9 @@ add_library(llhttp STATIC ${LLHTTP_SRC_DIR}/api.c ${LLHTTP_SRC_DIR}/http.c ${LLH
 target_include_directories(llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
 set_target_properties(llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
 target_compile_options(llhttp PRIVATE -w)
+# Strict mode: a CR not followed by LF (after headers, chunk sizes, chunk data) and data after
+# "Connection: close" are errors instead of being skipped over, so capture never frames a
+# smuggling-shaped message differently from a strict server (TESTPLAN P4).
+target_compile_definitions(llhttp PUBLIC LLHTTP_STRICT_MODE=1)
 
 find_package(Threads REQUIRED)

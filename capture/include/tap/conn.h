@@ -71,6 +71,12 @@ int tap_conn_proto(const struct tap_conn *tc);
 uint64_t tap_conn_offset(const struct tap_conn *tc, enum tap_dir dir);
 
 /*
+ * Returns the heap bytes <tc> holds now: its state, the parsers, pending pairs
+ * and their buffers, as requested from malloc. For tests and memory metrics.
+ */
+size_t tap_conn_memory(const struct tap_conn *tc);
+
+/*
  * True while direction <dir> needs its bytes for capture. False once a
  * message's body is past the body limit and its remaining length is known
  * (then *<skip> says how many bytes may pass uncaptured: tap_conn_skip() must
