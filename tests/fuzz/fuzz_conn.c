@@ -37,7 +37,6 @@
 #define OPT_SKIP 0x08u
 #define OPT_EOF_C2U_FIRST 0x10u
 
-
 struct input {
 	const uint8_t *data[2];
 	size_t len[2];
