@@ -753,11 +753,14 @@ static double metric_sum(const char *text, const char *name, const char *label)
 		const char *next = strchr(line, '\n');
 
 		if (strncmp(line, name, n) == 0 && (line[n] == ' ' || line[n] == '{')) {
-			const char *sp = strrchr(line, ' ');
 			size_t ll = next ? (size_t)(next - line) : strlen(line);
+			const char *sp = line + ll;
 
-			if (sp && (!label || memmem(line, ll, label, strlen(label))))
-				v += strtod(sp + 1, NULL);
+			/* The value follows the line's last space. */
+			while (sp > line && sp[-1] != ' ')
+				sp--;
+			if (sp > line && (!label || memmem(line, ll, label, strlen(label))))
+				v += strtod(sp, NULL);
 		}
 		line = next ? next + 1 : NULL;
 	}
