@@ -477,6 +477,86 @@ class CaptureTest(unittest.TestCase):
         self.assertIn(b"No such file", run.stderr)
 
 
+class RingLifecycleTest(unittest.TestCase):
+    """A standalone uploader across a sidetap restart, and two sidetaps on one ring."""
+
+    def setUp(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        self.server = ThreadingServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def tearDown(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def test_restarted_proxy_new_generation_is_noticed_by_the_uploader(self):
+        port = self.server.server_address[1]
+        first = Sidetap(self, port, "--uploader=off")
+        ring = os.path.join(first.dir, "ring")
+        sink = first.sink
+        up = subprocess.Popen([os.path.join(BINDIR, "sidetap-uploader"), "--ring", ring,
+                               "--sink", "file:" + sink, "--segment-ms", "100"],
+                              stderr=subprocess.PIPE)
+        second = None
+        try:
+            curl("http://127.0.0.1:%d/hello?gen=1" % first.port)
+            # sidetap dies outright: the ring stays as it was, its frames unshipped or not.
+            first.proc.kill()
+            first.proc.wait()
+            second = Sidetap(self, port, "--uploader=off", "--ring=" + ring, "--sink=file:" + sink)
+            curl("http://127.0.0.1:%d/hello?gen=2" % second.port)
+            deadline = time.time() + 10
+            pairs = []
+            while time.time() < deadline:
+                pairs = http_frames(read_frames(sink))
+                if len(pairs) == 2:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(sorted(p["req"]["target"] for p in pairs),
+                             ["/hello?gen=1", "/hello?gen=2"])
+            self.assertEqual(len({p["gen"] for p in pairs}), 2, "a new generation per start")
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=10)
+            if second:
+                second.close()
+            first.close()
+
+    def test_second_sidetap_on_a_ring_in_use_is_refused(self):
+        first = Sidetap(self, self.server.server_address[1])
+        try:
+            run = subprocess.run([os.path.join(BINDIR, "sidetap"), "--inbound-addr=127.0.0.1:0",
+                                  "--outbound-addr=off", "--admin-addr=off",
+                                  "--ring=" + os.path.join(first.dir, "ring")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+            self.assertEqual(run.returncode, 1)
+            self.assertIn(b"ring in use by another sidetap", run.stdout)
+            self.assertIn(b"pid=%d" % first.proc.pid, run.stdout)
+        finally:
+            first.close()
+
+    def test_sidetapctl_stats_reads_admin_and_ring(self):
+        st = Sidetap(self, self.server.server_address[1])
+        try:
+            curl("http://127.0.0.1:%d/hello" % st.port)
+            ctl = os.path.join(BINDIR, "sidetapctl")
+            out = subprocess.run([ctl, "stats", "--admin", "127.0.0.1:%d" % st.admin], check=True,
+                                 stdout=subprocess.PIPE).stdout.decode()
+            self.assertIn("inbound   connections: accepted 1,", out)
+            self.assertIn("capture: frames 3,", out, "open, pair, close")
+            out = subprocess.run([ctl, "stats", "--ring", os.path.join(st.dir, "ring")],
+                                 check=True, stdout=subprocess.PIPE).stdout.decode()
+            self.assertIn("running, producer pid %d, 2 rings" % st.proc.pid, out)
+            self.assertEqual(out.count("dropped 0 (0 bytes)"), 2)
+            run = subprocess.run([ctl, "stats", "--admin", "127.0.0.1:1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            self.assertEqual(run.returncode, 1)
+            self.assertIn(b"cannot read http://127.0.0.1:1/metrics", run.stderr)
+        finally:
+            st.close()
+
+
 class TcpCaptureTest(unittest.TestCase):
     """A protocol that is not HTTP: the client's first bytes decide, both directions as streams."""
 
