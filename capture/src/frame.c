@@ -1371,3 +1371,131 @@ int tap_frame_decode(struct tap_decoder *dec, const void *buf, size_t len, size_
 	*used = end;
 	return 0;
 }
+
+/* Reads a str header at p[*i]; returns its length or -1 when p[*i] is not a str. */
+static int64_t str_at(const uint8_t *p, size_t len, size_t *i)
+{
+	uint8_t b = p[*i];
+	unsigned n;
+	uint64_t v;
+
+	if (b >= 0xa0 && b <= 0xbf) {
+		v = b & 0x1f;
+		n = 0;
+	} else if (b >= 0xd9 && b <= 0xdb) {
+		n = 1u << (b - 0xd9);
+		if (len - *i - 1 < n)
+			return -1;
+		v = be_read(p + *i + 1, n);
+	} else {
+		return -1;
+	}
+	*i += 1 + n;
+	return v <= len - *i ? (int64_t)v : -1;
+}
+
+int tap_frame_check(const void *buf, size_t len, const char **why)
+{
+	const uint8_t *p = buf;
+	const char *dummy;
+	bool has_v = false, has_type = false, has_id = false;
+	uint64_t n;
+	size_t end, i = 0;
+	int ret;
+
+	if (!why)
+		why = &dummy;
+	*why = "not a frame";
+	if (len == 0)
+		return -EBADMSG;
+	ret = scan_object(p, len, &end, why);
+	if (ret == -EAGAIN) {
+		*why = "truncated frame";
+		return -EBADMSG;
+	}
+	if (ret < 0)
+		return ret;
+	if (end != len) {
+		*why = "bytes after the frame";
+		return -EBADMSG;
+	}
+	/* Well-formed msgpack; now the shape every frame has: a map with v 1, a known type, an id. */
+	if (p[0] >= 0x80 && p[0] <= 0x8f) {
+		n = p[0] & 0x0f;
+		i = 1;
+	} else if (p[0] == 0xde || p[0] == 0xdf) {
+		unsigned nb = 2u << (p[0] - 0xde);
+
+		n = be_read(p + 1, nb);
+		i = 1 + nb;
+	} else {
+		*why = "a frame is a msgpack map";
+		return -EBADMSG;
+	}
+	while (n--) {
+		size_t at = i, vend;
+		int64_t klen = str_at(p, len, &i);
+		const char *key = (const char *)p + i;
+
+		if (klen < 0) {
+			/* A key that is not a string is no key of ours: skip it, as the decoder does. */
+			i = at;
+			if (scan_object(p + i, len - i, &vend, why) < 0)
+				return -EBADMSG;
+			i += vend;
+			klen = 0;
+			key = "";
+		} else {
+			i += (size_t)klen;
+		}
+		if (klen == 1 && key[0] == 'v') {
+			uint64_t v = p[i];
+
+			/* Any unsigned encoding of 1 (fixint, or uint 8..64). */
+			if (p[i] >= 0xcc && p[i] <= 0xcf)
+				v = be_read(p + i + 1, 1u << (p[i] - 0xcc));
+			else if (p[i] > 0x7f)
+				v = 0;
+			if (v != TAP_FORMAT_VERSION) {
+				*why = "key v: not format version 1";
+				return -EBADMSG;
+			}
+			has_v = true;
+		} else if (klen == 4 && memcmp(key, "type", 4) == 0) {
+			size_t j = i;
+			int64_t tlen = str_at(p, len, &j);
+
+			if (tlen < 0) {
+				*why = "key type: not a string";
+				return -EBADMSG;
+			}
+			for (int t = TAP_FRAME_CONN; t <= TAP_FRAME_TLS; t++) {
+				const char *name = tap_frame_type_name((enum tap_frame_type)t);
+
+				if ((size_t)tlen == strlen(name) && memcmp(p + j, name, (size_t)tlen) == 0)
+					has_type = true;
+			}
+			if (!has_type) {
+				*why = "key type: unknown frame type";
+				return -EBADMSG;
+			}
+		} else if (klen == 2 && memcmp(key, "id", 2) == 0) {
+			size_t j = i;
+
+			if (str_at(p, len, &j) <= 0) {
+				*why = "key id: not a string";
+				return -EBADMSG;
+			}
+			has_id = true;
+		}
+		/* scan_object already checked the whole frame: this cannot fail. */
+		if (scan_object(p + i, len - i, &vend, why) < 0)
+			return -EBADMSG;
+		i += vend;
+	}
+	if (!has_v || !has_type || !has_id) {
+		*why = !has_v ? "missing key v" : !has_type ? "missing key type" : "missing key id";
+		return -EBADMSG;
+	}
+	return 0;
+}

@@ -82,7 +82,8 @@ static void emit(void *ctx, struct tap_frame *f)
 	struct eng_conn *c = ctx;
 	struct eng_worker *w = c->w;
 	struct tap_ring *ring = w->eng->ring;
-	char client[ENG_ADDR_STRLEN], dst[ENG_ADDR_STRLEN], up[ENG_ADDR_STRLEN];
+	const struct eng_cap *cap = c->cap;
+	const char *a = cap->addrs;
 	size_t max;
 	ssize_t n;
 	void *p;
@@ -92,12 +93,11 @@ static void emit(void *ctx, struct tap_frame *f)
 	f->seq = ++w->cap_seq;
 	f->conn_id = (uint64_t)w->idx << 40 | c->id;
 	f->listener = c->kind == ENG_INBOUND ? TAP_INBOUND : TAP_OUTBOUND;
-	eng_addr_format(&c->cap->client, client, sizeof(client));
-	eng_addr_format(&c->cap->dst, dst, sizeof(dst));
-	eng_addr_format(&c->dst, up, sizeof(up));
-	f->client = (struct tap_str){ client, (uint32_t)strlen(client) };
-	f->dst = (struct tap_str){ dst, (uint32_t)strlen(dst) };
-	f->upstream = (struct tap_str){ up, (uint32_t)strlen(up) };
+	f->client = (struct tap_str){ a, cap->addr_len[0] };
+	a += cap->addr_len[0];
+	f->dst = (struct tap_str){ a, cap->addr_len[1] };
+	a += cap->addr_len[1];
+	f->upstream = (struct tap_str){ a, cap->addr_len[2] };
 	max = tap_frame_encoded_max(f);
 	p = tap_ring_reserve(ring, w->idx, max);
 	if (!p)
@@ -115,22 +115,33 @@ static void emit(void *ctx, struct tap_frame *f)
 void eng__cap_open(struct eng_conn *c, const struct eng_addr *orig)
 {
 	struct eng_worker *w = c->w;
+	char text[3][ENG_ADDR_STRLEN];
+	struct eng_addr client;
 	struct eng_cap *cap;
 	struct tap_frame f;
+	size_t len[3];
 
-	cap = calloc(1, sizeof(*cap));
+	/* Multishot accept gives no peer address: one getpeername per captured connection. */
+	client.len = sizeof(client.u);
+	if (getpeername(c->fd[ENG_C2U], &client.u.sa, &client.len) == -1)
+		memset(&client, 0, sizeof(client));
+	eng_addr_format(&client, text[0], sizeof(text[0]));
+	eng_addr_format(orig, text[1], sizeof(text[1]));
+	eng_addr_format(&c->dst, text[2], sizeof(text[2]));
+	for (unsigned i = 0; i < 3; i++)
+		len[i] = strlen(text[i]);
+	cap = calloc(1, sizeof(*cap) + len[0] + len[1] + len[2]);
 	if (!cap)
 		goto err_count;
+	for (unsigned i = 0, off = 0; i < 3; off += (unsigned)len[i], i++) {
+		memcpy(cap->addrs + off, text[i], len[i]);
+		cap->addr_len[i] = (uint8_t)len[i];
+	}
 	cap->tap = tap_conn_new(&w->eng->tap_cfg, emit, c);
 	if (!cap->tap) {
 		free(cap);
 		goto err_count;
 	}
-	/* Multishot accept gives no peer address: one getpeername per captured connection. */
-	cap->client.len = sizeof(cap->client.u);
-	if (getpeername(c->fd[ENG_C2U], &cap->client.u.sa, &cap->client.len) == -1)
-		memset(&cap->client, 0, sizeof(cap->client));
-	cap->dst = *orig;
 	cap->open_ts_ns = w->now_ns;
 	c->cap = cap;
 

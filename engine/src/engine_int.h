@@ -153,11 +153,16 @@ struct eng_dir {
 /* Capture state of one connection (--capture on), allocated with it. */
 struct eng_cap {
 	struct tap_conn *tap;
-	struct eng_addr client;	/* the client's address */
-	struct eng_addr dst;	/* original destination, or the listener's address (reverse) */
 	uint64_t open_ts_ns;
-	uint64_t budget[2];	/* splice path: bytes a direction may still move uncaptured */
-	uint64_t skipped[2];	/* ... moved so far, not yet told to capture */
+	uint64_t budget[2];  /* splice path: bytes a direction may still move uncaptured */
+	uint64_t skipped[2]; /* ... moved so far, not yet told to capture */
+	/*
+	 * Every frame carries the client's address, the original destination (or
+	 * the listener's, in reverse mode) and the upstream's, as text: formatted
+	 * once, here, back to back with their lengths.
+	 */
+	uint8_t addr_len[3];
+	char addrs[];
 };
 
 enum eng_conn_state {

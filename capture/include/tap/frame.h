@@ -174,4 +174,13 @@ void tap_decoder_free(struct tap_decoder *dec);
 int tap_frame_decode(struct tap_decoder *dec, const void *buf, size_t len, size_t *used,
 		     struct tap_frame *f, const char **why);
 
+/*
+ * Checks the frame that is exactly <buf> (<len> bytes) cheaply, without
+ * decoding it: well-formed msgpack, nothing after it, and a map with key v 1,
+ * a known type and an id. What the uploader does to every record before it
+ * ships it; readers that use the fields call tap_frame_decode(). Returns 0 or
+ * -EBADMSG with a static reason in *<why>.
+ */
+int tap_frame_check(const void *buf, size_t len, const char **why);
+
 #endif
