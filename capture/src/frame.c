@@ -1400,7 +1400,7 @@ int tap_frame_check(const void *buf, size_t len, const char **why)
 	const char *dummy;
 	bool has_v = false, has_type = false, has_id = false;
 	uint64_t n;
-	size_t end, i = 0;
+	size_t vend, i;
 	int ret;
 
 	if (!why)
@@ -1408,51 +1408,48 @@ int tap_frame_check(const void *buf, size_t len, const char **why)
 	*why = "not a frame";
 	if (len == 0)
 		return -EBADMSG;
-	ret = scan_object(p, len, &end, why);
-	if (ret == -EAGAIN) {
-		*why = "truncated frame";
-		return -EBADMSG;
-	}
-	if (ret < 0)
-		return ret;
-	if (end != len) {
-		*why = "bytes after the frame";
-		return -EBADMSG;
-	}
-	/* Well-formed msgpack; now the shape every frame has: a map with v 1, a known type, an id. */
+	/* One walk: the map's header, then each key and value checked and skipped in turn. */
 	if (p[0] >= 0x80 && p[0] <= 0x8f) {
 		n = p[0] & 0x0f;
 		i = 1;
 	} else if (p[0] == 0xde || p[0] == 0xdf) {
 		unsigned nb = 2u << (p[0] - 0xde);
 
+		if (len - 1 < nb)
+			goto err_truncated;
 		n = be_read(p + 1, nb);
 		i = 1 + nb;
 	} else {
-		*why = "a frame is a msgpack map";
+		*why = p[0] == 0xc1 ? "not msgpack: byte 0xc1" : "a frame is a msgpack map";
 		return -EBADMSG;
 	}
 	while (n--) {
-		size_t at = i, vend;
-		int64_t klen = str_at(p, len, &i);
-		const char *key = (const char *)p + i;
+		size_t at = i;
+		int64_t klen;
+		const char *key = "";
 
+		if (i >= len)
+			goto err_truncated;
+		klen = str_at(p, len, &i);
 		if (klen < 0) {
 			/* A key that is not a string is no key of ours: skip it, as the decoder does. */
 			i = at;
-			if (scan_object(p + i, len - i, &vend, why) < 0)
-				return -EBADMSG;
+			ret = scan_object(p + i, len - i, &vend, why);
+			if (ret < 0)
+				goto err_scan;
 			i += vend;
 			klen = 0;
-			key = "";
 		} else {
+			key = (const char *)p + i;
 			i += (size_t)klen;
 		}
+		if (i >= len)
+			goto err_truncated;
 		if (klen == 1 && key[0] == 'v') {
 			uint64_t v = p[i];
 
 			/* Any unsigned encoding of 1 (fixint, or uint 8..64). */
-			if (p[i] >= 0xcc && p[i] <= 0xcf)
+			if (p[i] >= 0xcc && p[i] <= 0xcf && len - i - 1 >= 1u << (p[i] - 0xcc))
 				v = be_read(p + i + 1, 1u << (p[i] - 0xcc));
 			else if (p[i] > 0x7f)
 				v = 0;
@@ -1488,14 +1485,26 @@ int tap_frame_check(const void *buf, size_t len, const char **why)
 			}
 			has_id = true;
 		}
-		/* scan_object already checked the whole frame: this cannot fail. */
-		if (scan_object(p + i, len - i, &vend, why) < 0)
-			return -EBADMSG;
+		ret = scan_object(p + i, len - i, &vend, why);
+		if (ret < 0)
+			goto err_scan;
 		i += vend;
+	}
+	if (i != len) {
+		*why = "bytes after the frame";
+		return -EBADMSG;
 	}
 	if (!has_v || !has_type || !has_id) {
 		*why = !has_v ? "missing key v" : !has_type ? "missing key type" : "missing key id";
 		return -EBADMSG;
 	}
 	return 0;
+
+err_scan:
+	/* scan_object names what is wrong; running out of bytes is a truncated frame. */
+	if (ret != -EAGAIN)
+		return -EBADMSG;
+err_truncated:
+	*why = "truncated frame";
+	return -EBADMSG;
 }
