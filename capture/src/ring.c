@@ -56,7 +56,8 @@ struct ring_ctl {
 	uint8_t pad0[128 - 5 * 8];
 	uint64_t tail; /* bytes ever consumed: published with a release store */
 	uint64_t consumed_frames;
-	uint8_t pad1[128 - 2 * 8];
+	uint64_t rejected; /* records the consumer found corrupt or invalid */
+	uint8_t pad1[128 - 3 * 8];
 };
 
 _Static_assert(sizeof(struct ring_ctl) == CTL_SIZE, "layout of FORMAT.md");
@@ -358,6 +359,7 @@ void tap_ring_stats(const struct tap_ring *r, unsigned idx, struct tap_ring_stat
 	out->dropped_frames = __atomic_load_n(&c->dropped_frames, __ATOMIC_RELAXED);
 	out->dropped_bytes = __atomic_load_n(&c->dropped_bytes, __ATOMIC_RELAXED);
 	out->consumed_frames = __atomic_load_n(&c->consumed_frames, __ATOMIC_RELAXED);
+	out->rejected = __atomic_load_n(&c->rejected, __ATOMIC_RELAXED);
 }
 
 /* Counts a drop in the producer's copies and publishes them (one writer: plain stores). */
@@ -529,4 +531,16 @@ void tap_ring_release(struct tap_ring *r, unsigned idx, uint64_t pos, uint64_t f
 			 __ATOMIC_RELAXED);
 	/* Release: the consumer's reads of what lies before <pos> happen before the producer reuses it. */
 	__atomic_store_n(&c->tail, pos, __ATOMIC_RELEASE);
+}
+
+void tap_ring_count_rejected(struct tap_ring *r, unsigned idx, uint64_t n)
+{
+	struct ring_ctl *c;
+
+	if (idx >= r->nrings)
+		return;
+	c = r->rings[idx].ctl;
+	/* One consumer: a relaxed read-modify-write of its own counter. */
+	__atomic_store_n(&c->rejected, __atomic_load_n(&c->rejected, __ATOMIC_RELAXED) + n,
+			 __ATOMIC_RELAXED);
 }

@@ -35,8 +35,8 @@ static const struct metric metrics[] = {
 	  "Connections closed with a reset after an error on either side.", "" },
 	{ ENG_CTR_DRAIN_CLOSED, "sidetap_drain_closed_total", "counter",
 	  "Connections still open at the drain deadline, closed by it.", "" },
-	{ ENG_CTR_BYTES_C2U, "sidetap_bytes_total", "counter",
-	  "Bytes forwarded, per direction.", ",direction=\"client_to_upstream\"" },
+	{ ENG_CTR_BYTES_C2U, "sidetap_bytes_total", "counter", "Bytes forwarded, per direction.",
+	  ",direction=\"client_to_upstream\"" },
 	{ ENG_CTR_BYTES_U2C, "sidetap_bytes_total", "counter", NULL,
 	  ",direction=\"upstream_to_client\"" },
 	{ ENG_CTR_SPLICE_BYTES, "sidetap_splice_bytes_total", "counter",
@@ -52,7 +52,8 @@ static uint64_t sum(struct eng_engine *e, unsigned kind, enum eng_ctr ctr)
 	uint64_t v = 0;
 
 	for (unsigned i = 0; i < e->nworkers; i++)
-		v += atomic_load_explicit(&e->workers[i].stats.ctr[kind][ctr], memory_order_relaxed);
+		v += atomic_load_explicit(&e->workers[i].stats.ctr[kind][ctr],
+					  memory_order_relaxed);
 	return v;
 }
 
@@ -69,6 +70,7 @@ static void render_capture(struct eng_engine *e, FILE *f)
 		sum.dropped_frames += st.dropped_frames;
 		sum.dropped_bytes += st.dropped_bytes;
 		sum.consumed_frames += st.consumed_frames;
+		sum.rejected += st.rejected;
 		sum.head += st.head - st.tail; /* bytes waiting for the uploader */
 	}
 	for (unsigned i = 0; i < e->nworkers; i++) {
@@ -87,6 +89,8 @@ static void render_capture(struct eng_engine *e, FILE *f)
 		"# TYPE sidetap_capture_dropped_bytes_total counter\nsidetap_capture_dropped_bytes_total %lu\n"
 		"# HELP sidetap_capture_consumed_frames_total Frames the uploader has shipped and released.\n"
 		"# TYPE sidetap_capture_consumed_frames_total counter\nsidetap_capture_consumed_frames_total %lu\n"
+		"# HELP sidetap_capture_rejected_total Records the uploader found corrupt or invalid and did not ship.\n"
+		"# TYPE sidetap_capture_rejected_total counter\nsidetap_capture_rejected_total %lu\n"
 		"# HELP sidetap_capture_ring_used_bytes Bytes in the ring waiting for the uploader.\n"
 		"# TYPE sidetap_capture_ring_used_bytes gauge\nsidetap_capture_ring_used_bytes %lu\n"
 		"# HELP sidetap_capture_ring_size_bytes Size of the ring, all workers together.\n"
@@ -99,8 +103,9 @@ static void render_capture(struct eng_engine *e, FILE *f)
 		"# TYPE sidetap_uploader_up gauge\nsidetap_uploader_up %d\n"
 		"# HELP sidetap_uploader_restarts_total Times sidetap restarted the uploader.\n"
 		"# TYPE sidetap_uploader_restarts_total counter\nsidetap_uploader_restarts_total %lu\n",
-		(unsigned long)sum.frames, (unsigned long)sum.bytes, (unsigned long)sum.dropped_frames,
-		(unsigned long)sum.dropped_bytes, (unsigned long)sum.consumed_frames,
+		(unsigned long)sum.frames, (unsigned long)sum.bytes,
+		(unsigned long)sum.dropped_frames, (unsigned long)sum.dropped_bytes,
+		(unsigned long)sum.consumed_frames, (unsigned long)sum.rejected,
 		(unsigned long)sum.head,
 		(unsigned long)(tap_ring_size(e->ring) * tap_ring_count(e->ring)),
 		(unsigned long)enc, (unsigned long)oom, atomic_load(&e->uploader_up) ? 1 : 0,
@@ -132,7 +137,8 @@ char *eng__metrics_render(struct eng_engine *e, size_t *len)
 		uint64_t acc = sum(e, k, ENG_CTR_ACCEPTED), closed = sum(e, k, ENG_CTR_CLOSED);
 
 		fprintf(f, "sidetap_connections_active{listener=\"%s\"} %lu\n",
-			eng_listener_kind_name(k), (unsigned long)(acc > closed ? acc - closed : 0));
+			eng_listener_kind_name(k),
+			(unsigned long)(acc > closed ? acc - closed : 0));
 	}
 	for (unsigned i = 0; i < e->nworkers; i++) {
 		admin += atomic_load_explicit(&e->workers[i].stats.admin_requests,

@@ -41,7 +41,7 @@ struct opts {
 	uint64_t segment_bytes;
 	unsigned segment_ms;
 	int verbose; /* 0 error, 1 warn, 2 info, 3 debug */
-	bool once;   /* drain what is there, then exit */
+	bool once; /* drain what is there, then exit */
 };
 
 /* Frames are gathered here and written in large pieces: one write(2) per frame was most of our CPU. */
@@ -62,7 +62,7 @@ struct uploader {
 	struct opts o;
 	struct tap_ring *ring;
 	ino_t ino;
-	uint64_t *pos;	  /* per ring: how far we have read */
+	uint64_t *pos; /* per ring: how far we have read */
 	uint64_t *unacked; /* per ring: frames read since the last release */
 	struct segment seg;
 	uint64_t seq; /* segments written by this process */
@@ -88,7 +88,8 @@ static uint64_t now_ms(void)
 
 static int verbose_level = 2;
 
-static void logf_(int level, const char *msg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(int level, const char *msg, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* One key=value line on stderr, in sidetap's format. */
 static void logf_(int level, const char *msg, const char *fmt, ...)
@@ -105,7 +106,8 @@ static void logf_(int level, const char *msg, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ level=%s msg=\"%s\" component=uploader ",
+	n += (size_t)snprintf(line + n, sizeof(line) - n,
+			      ".%03ldZ level=%s msg=\"%s\" component=uploader ",
 			      ts.tv_nsec / 1000000, names[level], msg);
 	va_start(ap, fmt);
 	if (n < sizeof(line))
@@ -138,7 +140,7 @@ static void usage(FILE *out)
 		"\n"
 		"  --ring PATH           the ring file (sidetap --ring); env SIDETAP_RING\n"
 		"  --sink URL            file:DIR, segment files DIR/sidetap-*.msgpack; env SIDETAP_SINK\n"
-		"  --segment-bytes N     close a segment at this size (default 4M; K, M suffixes)\n"
+		"  --segment-bytes N     close a segment at this size (default 16M; K, M suffixes)\n"
 		"  --segment-ms MS       close a segment when its oldest frame is this old (default 1000)\n"
 		"  --once                drain what the ring holds now, then exit\n"
 		"  --log-level LEVEL     error, warn, info, debug (default info); env SIDETAP_LOG_LEVEL\n"
@@ -174,7 +176,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	memset(o, 0, sizeof(*o));
 	o->ring = getenv("SIDETAP_RING");
 	o->sink = getenv("SIDETAP_SINK");
-	o->segment_bytes = 4u << 20;
+	o->segment_bytes = 16u << 20;
 	o->segment_ms = 1000;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = NULL;
@@ -191,11 +193,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0 || n >= sizeof(flag)) {
-			fprintf(stderr, "sidetap-uploader: unexpected argument '%s' (see --help)\n", a);
+			fprintf(stderr, "sidetap-uploader: unexpected argument '%s' (see --help)\n",
+				a);
 			return -EINVAL;
 		}
 		memcpy(flag, a, n);
 		flag[n] = '\0';
+		if (strcmp(flag, "--ring") && strcmp(flag, "--sink") && strcmp(flag, "--segment-bytes") &&
+		    strcmp(flag, "--segment-ms") && strcmp(flag, "--log-level")) {
+			fprintf(stderr, "sidetap-uploader: unknown flag '%s' (see --help)\n", flag);
+			return -EINVAL;
+		}
 		if (eq)
 			v = eq + 1;
 		else if (i + 1 < argc)
@@ -210,7 +218,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->sink = v;
 		} else if (strcmp(flag, "--segment-bytes") == 0) {
 			if (parse_size(v, &o->segment_bytes)) {
-				fprintf(stderr, "sidetap-uploader: --segment-bytes: invalid value '%s': bytes from 4K to 4G (K, M suffixes allowed)\n", v);
+				fprintf(stderr,
+					"sidetap-uploader: --segment-bytes: invalid value '%s': bytes from 4K to 4G (K, M suffixes allowed)\n",
+					v);
 				return -EINVAL;
 			}
 		} else if (strcmp(flag, "--segment-ms") == 0) {
@@ -218,15 +228,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			unsigned long ms = strtoul(v, &end, 10);
 
 			if (*end || end == v || v[0] == '-' || ms < 1 || ms > 3600000) {
-				fprintf(stderr, "sidetap-uploader: --segment-ms: invalid value '%s': milliseconds from 1 to 3600000\n", v);
+				fprintf(stderr,
+					"sidetap-uploader: --segment-ms: invalid value '%s': milliseconds from 1 to 3600000\n",
+					v);
 				return -EINVAL;
 			}
 			o->segment_ms = (unsigned)ms;
-		} else if (strcmp(flag, "--log-level") == 0) {
-			level = v;
 		} else {
-			fprintf(stderr, "sidetap-uploader: unknown flag '%s' (see --help)\n", flag);
-			return -EINVAL;
+			level = v;
 		}
 	}
 	if (level) {
@@ -237,7 +246,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			if (strcmp(level, names[l]) == 0)
 				found = l;
 		if (found < 0) {
-			fprintf(stderr, "sidetap-uploader: --log-level: invalid value '%s': accepted: error, warn, info, debug\n", level);
+			fprintf(stderr,
+				"sidetap-uploader: --log-level: invalid value '%s': accepted: error, warn, info, debug\n",
+				level);
 			return -EINVAL;
 		}
 		o->verbose = found;
@@ -245,11 +256,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		o->verbose = LOG_INFO;
 	}
 	if (!o->ring || !o->sink) {
-		fprintf(stderr, "sidetap-uploader: --ring PATH and --sink URL are both needed (see --help)\n");
+		fprintf(stderr,
+			"sidetap-uploader: --ring PATH and --sink URL are both needed (see --help)\n");
 		return -EINVAL;
 	}
 	if (strncmp(o->sink, "file:", 5) != 0 || o->sink[5] == '\0') {
-		fprintf(stderr, "sidetap-uploader: --sink: invalid value '%s': accepted: file:DIR\n", o->sink);
+		fprintf(stderr,
+			"sidetap-uploader: --sink: invalid value '%s': accepted: file:DIR\n",
+			o->sink);
 		return -EINVAL;
 	}
 	o->dir = o->sink + 5;
@@ -421,9 +435,10 @@ static int ring_attach(struct uploader *u)
 
 	ret = tap_ring_open(u->o.ring, &u->ring, err, sizeof(err));
 	if (ret < 0)
-		return ret == -ENOENT ? ret : (logf_(LOG_ERR, "cannot use the ring", "path=%s err=\"%s\"",
-						    u->o.ring, err),
-					       ret);
+		return ret == -ENOENT ? ret :
+					(logf_(LOG_ERR, "cannot use the ring", "path=%s err=\"%s\"",
+					       u->o.ring, err),
+					 ret);
 	if (stat(u->o.ring, &st) == 0)
 		u->ino = st.st_ino;
 	n = tap_ring_count(u->ring);
@@ -470,6 +485,7 @@ static long drain_one(struct uploader *u, unsigned idx)
 		if (ret < 0) {
 			/* Not a crash: count, skip to what the producer wrote last, go on. */
 			u->corrupt_total++;
+			tap_ring_count_rejected(u->ring, idx, 1);
 			logf_(LOG_ERR, "corrupt record in the ring, skipping to its head",
 			      "ring=%u pos=%lu corrupt_total=%lu", idx, (unsigned long)at,
 			      (unsigned long)u->corrupt_total);
@@ -484,9 +500,10 @@ static long drain_one(struct uploader *u, unsigned idx)
 		 */
 		if (tap_frame_check(payload, len, &why) != 0) {
 			u->invalid_total++;
+			tap_ring_count_rejected(u->ring, idx, 1);
 			logf_(LOG_WARN, "invalid frame in the ring, not shipped",
-			      "ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx, (unsigned long)at, why,
-			      (unsigned long)u->invalid_total);
+			      "ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx,
+			      (unsigned long)at, why, (unsigned long)u->invalid_total);
 			continue;
 		}
 		if (u->seg.fd < 0 && (ret = segment_open(u)) < 0)
@@ -534,7 +551,8 @@ static int run(struct uploader *u)
 					return 0;
 				if (!waiting_since) {
 					waiting_since = now_ms();
-					logf_(LOG_INFO, "waiting for the ring", "path=%s", u->o.ring);
+					logf_(LOG_INFO, "waiting for the ring", "path=%s",
+					      u->o.ring);
 				}
 				usleep(50000);
 				continue;
@@ -546,8 +564,8 @@ static int run(struct uploader *u)
 			long n = drain_one(u, i);
 
 			if (n < 0) {
-				logf_(LOG_ERR, "cannot write a segment", "dir=%s err=\"%s\"", u->o.dir,
-				      strerror((int)-n));
+				logf_(LOG_ERR, "cannot write a segment", "dir=%s err=\"%s\"",
+				      u->o.dir, strerror((int)-n));
 				segment_commit(u);
 				sleep(1);
 				break;
@@ -598,9 +616,6 @@ int main(int argc, char **argv)
 
 	memset(&u, 0, sizeof(u));
 	u.seg.fd = -1;
-	u.seg.wbuf = malloc(WBUF_SIZE);
-	if (!u.seg.wbuf)
-		return 1;
 	if (parse_args(argc, argv, &u.o) != 0)
 		return 2;
 	verbose_level = u.o.verbose;
@@ -618,10 +633,17 @@ int main(int argc, char **argv)
 		      strerror(errno));
 		return 1;
 	}
+	u.seg.wbuf = malloc(WBUF_SIZE);
+	if (!u.seg.wbuf) {
+		logf_(LOG_ERR, "out of memory", "bytes=%u", WBUF_SIZE);
+		ret = 1;
+		goto out_close_dir;
+	}
 	remove_stale_partials(&u);
 	ret = run(&u);
 	ring_detach(&u);
 	free(u.seg.wbuf);
+out_close_dir:
 	close(u.dirfd);
 	return ret;
 }

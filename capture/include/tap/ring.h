@@ -31,6 +31,7 @@ struct tap_ring_stats {
 	uint64_t frames, bytes; /* written */
 	uint64_t dropped_frames, dropped_bytes;
 	uint64_t consumed_frames;
+	uint64_t rejected; /* records the consumer found corrupt or invalid (not shipped) */
 };
 
 /*
@@ -106,5 +107,11 @@ uint64_t tap_ring_head(const struct tap_ring *r, unsigned idx);
  * <frames> consumed. Call only once those frames are durable at the sink.
  */
 void tap_ring_release(struct tap_ring *r, unsigned idx, uint64_t pos, uint64_t frames);
+
+/*
+ * Consumer: counts <n> records of ring <idx> it found corrupt or invalid and did
+ * not ship, where the producer's /metrics can see them.
+ */
+void tap_ring_count_rejected(struct tap_ring *r, unsigned idx, uint64_t n);
 
 #endif
