@@ -557,6 +557,76 @@ class RingLifecycleTest(unittest.TestCase):
             st.close()
 
 
+class Recorder(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """Reads what arrives until the client's half-close, keeps it, answers one 200 and closes."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    seen = []
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            data = b""
+            while True:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            Recorder.seen.append(data)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+# TESTPLAN P4: framing that proxies and servers may read differently (request smuggling).
+SMUGGLING = {
+    "cl_and_te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "te_chunked_chunked": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n"
+                          b"\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "te_space_colon": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+                      b"0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "duplicate_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 30\r\n"
+                    b"\r\nabcGET /admin HTTP/1.1\r\n\r\n",
+    "cl_plus": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabcGET /admin HTTP/1.1\r\n\r\n",
+    "nul_in_value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "bare_lf_chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n"
+                     b"0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+}
+
+
+class SmugglingTest(unittest.TestCase):
+    def test_smuggling_shapes_pass_unchanged_and_are_flagged_desync(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        server = Recorder(("127.0.0.1", 0), Recorder.Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        st = Sidetap(self, server.server_address[1])
+        try:
+            for name, payload in SMUGGLING.items():
+                Recorder.seen.clear()
+                with socket.create_connection(("127.0.0.1", st.port)) as s:
+                    s.sendall(payload)
+                    s.shutdown(socket.SHUT_WR)
+                    while s.recv(65536):
+                        pass
+                deadline = time.time() + 5
+                while not Recorder.seen and time.time() < deadline:
+                    time.sleep(0.01)
+                self.assertEqual(Recorder.seen, [payload], "%s: forwarded bytes changed" % name)
+            frames = st.stop()
+            by_conn = {}
+            for f in http_frames(frames):
+                by_conn.setdefault(f["conn_id"], []).append(f)
+            self.assertEqual(len(by_conn), len(SMUGGLING))
+            for pairs in by_conn.values():
+                targets = [p["req"]["target"] for p in pairs]
+                self.assertNotIn("/admin", targets, "a smuggled request became a pair")
+                self.assertTrue(any("desync" in p["flags"] for p in pairs), targets)
+        finally:
+            st.close()
+            server.shutdown()
+            server.server_close()
+
+
 class TcpCaptureTest(unittest.TestCase):
     """A protocol that is not HTTP: the client's first bytes decide, both directions as streams."""
 

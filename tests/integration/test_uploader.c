@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration tests of sidetap-uploader against a ring this test produces
+ * into: what it ships, what it refuses, its segment files and its errors.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tap/frame.h"
+#include "tap/ring.h"
+#include "th.h"
+
+static char dir[200], ring_path[300], sink_arg[320], sink_dir[300];
+
+static void setup(void)
+{
+	static unsigned n;
+
+	snprintf(dir, sizeof(dir), "%s/upl-%d-%u", th_tmpdir(), (int)getpid(), n++);
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	snprintf(ring_path, sizeof(ring_path), "%s/ring", dir);
+	snprintf(sink_dir, sizeof(sink_dir), "%s/capture", dir);
+	snprintf(sink_arg, sizeof(sink_arg), "--sink=file:%s", sink_dir);
+}
+
+TestSuite(uploader, .init = setup, .timeout = 30);
+
+/* Writes a tcp frame with seq <seq> and <data> into ring <idx>. */
+static void produce(struct tap_ring *r, unsigned idx, uint64_t seq, const char *data)
+{
+	struct tap_frame f;
+	size_t max;
+	ssize_t n;
+	void *p;
+
+	memset(&f, 0, sizeof(f));
+	f.type = TAP_FRAME_TCP;
+	f.gen = tap_ring_generation(r);
+	f.worker = idx;
+	f.seq = seq;
+	f.conn_id = 7;
+	f.ts_ns = 1;
+	f.client = (struct tap_str){ "10.0.0.1:1000", 13 };
+	f.dst = (struct tap_str){ "10.0.0.2:80", 11 };
+	f.upstream = f.dst;
+	f.tcp.dir = TAP_C2U;
+	f.tcp.data = (struct tap_str){ data, (uint32_t)strlen(data) };
+	max = tap_frame_encoded_max(&f);
+	p = tap_ring_reserve(r, idx, max);
+	cr_assert_not_null(p);
+	n = tap_frame_encode(&f, p, max);
+	cr_assert_gt(n, 0);
+	tap_ring_commit(r, idx, (size_t)n);
+}
+
+/* Writes <len> bytes that are not a frame as a record of ring <idx>. */
+static void produce_raw(struct tap_ring *r, unsigned idx, const void *bytes, size_t len)
+{
+	void *p = tap_ring_reserve(r, idx, len);
+
+	cr_assert_not_null(p);
+	memcpy(p, bytes, len);
+	tap_ring_commit(r, idx, len);
+}
+
+static int run_uploader(const char *const extra[], char **log)
+{
+	char *argv[16] = { UPLOADER_BIN };
+	struct th_proc p;
+	unsigned n = 1;
+	int ret;
+
+	for (unsigned i = 0; extra[i]; i++)
+		argv[n++] = (char *)extra[i];
+	argv[n] = NULL;
+	cr_assert_eq(th_spawn(&p, argv, NULL), 0);
+	ret = th_proc_wait(&p, 20000);
+	if (ret == -ETIMEDOUT)
+		th_proc_stop(&p, 9, 1000);
+	*log = th_proc_log(&p);
+	return ret;
+}
+
+/* Decodes every finished segment of the sink; returns the frames' data concatenated. */
+static char *read_sink(unsigned *frames, unsigned *segments)
+{
+	struct tap_decoder *dec = tap_decoder_new();
+	struct dirent **names;
+	char *out = calloc(1, 1 << 16);
+	int n = scandir(sink_dir, &names, NULL, alphasort);
+
+	*frames = *segments = 0;
+	cr_assert_geq(n, 0, "no sink directory");
+	for (int i = 0; i < n; i++) {
+		char path[600], buf[1 << 16];
+		size_t len, off = 0;
+		FILE *f;
+
+		if (!strstr(names[i]->d_name, ".msgpack")) {
+			cr_expect(names[i]->d_name[0] == '.', "stray file %s", names[i]->d_name);
+			free(names[i]);
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", sink_dir, names[i]->d_name);
+		f = fopen(path, "rb");
+		len = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		(*segments)++;
+		while (off < len) {
+			struct tap_frame fr;
+			const char *why = NULL;
+			size_t used;
+
+			cr_assert_eq(tap_frame_decode(dec, buf + off, len - off, &used, &fr, &why),
+				     0, "%s: %s", names[i]->d_name, why);
+			strncat(out, fr.tcp.data.p, fr.tcp.data.len);
+			strcat(out, "|");
+			(*frames)++;
+			off += used;
+		}
+		free(names[i]);
+	}
+	free(names);
+	tap_decoder_free(dec);
+	return out;
+}
+
+Test(uploader, ships_every_frame_in_order_and_releases_the_ring)
+{
+	struct tap_ring_stats st;
+	struct tap_ring *r;
+	unsigned frames, segments;
+	char *log, *got;
+
+	cr_assert_eq(tap_ring_create(ring_path, 2, TAP_RING_SIZE_MIN, 0x1234, &r), 0);
+	produce(r, 0, 1, "a");
+	produce(r, 0, 2, "b");
+	produce(r, 1, 1, "c");
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, sink_arg, "--once", NULL },
+			     &log),
+		0, "%s", log);
+	free(log);
+	got = read_sink(&frames, &segments);
+	cr_assert_eq(frames, 3);
+	cr_assert_str_eq(got, "a|b|c|", "ring 0 in order, then ring 1");
+	free(got);
+	for (unsigned i = 0; i < 2; i++) {
+		tap_ring_stats(r, i, &st);
+		cr_assert_eq(st.tail, st.head, "ring %u released up to its head", i);
+		cr_assert_eq(st.consumed_frames, i == 0 ? 2 : 1);
+	}
+	/* Nothing new: a second pass ships nothing again. */
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, sink_arg, "--once", NULL },
+			     &log),
+		0);
+	free(log);
+	free(read_sink(&frames, &segments));
+	cr_assert_eq(frames, 3, "frames shipped twice");
+	tap_ring_close(r, true);
+}
+
+Test(uploader, refuses_records_that_are_not_frames_and_counts_them)
+{
+	static const char garbage[] = "\x83\xa1v\x02this is not a frame";
+	struct tap_ring_stats st;
+	struct tap_ring *r;
+	unsigned frames, segments;
+	char *log, *got;
+
+	cr_assert_eq(tap_ring_create(ring_path, 1, TAP_RING_SIZE_MIN, 0x99, &r), 0);
+	produce(r, 0, 1, "before");
+	produce_raw(r, 0, garbage, sizeof(garbage) - 1);
+	produce(r, 0, 3, "after");
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, sink_arg, "--once", NULL },
+			     &log),
+		0, "%s", log);
+	cr_assert(strstr(log, "invalid frame in the ring, not shipped"), "%s", log);
+	free(log);
+	got = read_sink(&frames, &segments);
+	cr_assert_str_eq(got, "before|after|", "the bad record left out, nothing else");
+	free(got);
+	tap_ring_stats(r, 0, &st);
+	cr_assert_eq(st.rejected, 1, "counted where sidetap's /metrics reads it");
+	cr_assert_eq(st.tail, st.head);
+	tap_ring_close(r, true);
+}
+
+Test(uploader, leaves_no_partial_segment_and_removes_stale_ones)
+{
+	struct tap_ring *r;
+	char stale[600], *log;
+	unsigned frames, segments;
+	struct stat sb;
+	int fd;
+
+	cr_assert_eq(tap_ring_create(ring_path, 1, TAP_RING_SIZE_MIN, 0x42, &r), 0);
+	produce(r, 0, 1, "x");
+	mkdir(sink_dir, 0755);
+	/* What a killed uploader (a pid that no longer runs) left behind. */
+	snprintf(stale, sizeof(stale), "%s/sidetap-0000000000000042-1-000001.999999999.partial",
+		 sink_dir);
+	fd = open(stale, O_WRONLY | O_CREAT, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "junk", 4), 4);
+	close(fd);
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, sink_arg, "--once", NULL },
+			     &log),
+		0, "%s", log);
+	free(log);
+	cr_assert_neq(stat(stale, &sb), 0, "stale .partial kept");
+	free(read_sink(&frames, &segments));
+	cr_assert_eq(frames, 1);
+	cr_assert_eq(segments, 1);
+	tap_ring_close(r, true);
+}
+
+Test(uploader, bad_arguments_exit_2_naming_the_flag)
+{
+	char *log;
+
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", ring_path, NULL }, &log), 2);
+	cr_assert(strstr(log, "--ring PATH and --sink URL are both needed"), "%s", log);
+	free(log);
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, "--sink", "s3://b", NULL },
+			     &log),
+		2);
+	cr_assert(strstr(log, "--sink: invalid value 's3://b'") && strstr(log, "file:DIR"), "%s",
+		  log);
+	free(log);
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", ring_path, sink_arg,
+							 "--segment-ms", "0", NULL },
+				  &log),
+		     2);
+	cr_assert(strstr(log, "--segment-ms: invalid value '0'"), "%s", log);
+	free(log);
+	cr_assert_eq(run_uploader((const char *const[]){ "--bogus", NULL }, &log), 2);
+	cr_assert(strstr(log, "unknown flag '--bogus'"), "%s", log);
+	free(log);
+	cr_assert_eq(run_uploader((const char *const[]){ "--help", NULL }, &log), 0);
+	cr_assert(strstr(log, "usage: sidetap-uploader"), "%s", log);
+	free(log);
+}
+
+Test(uploader, unusable_sink_or_ring_exits_1_saying_why)
+{
+	char bad_sink[600], junk[400], *log;
+	int fd;
+
+	/* A sink under a regular file cannot be created. */
+	snprintf(junk, sizeof(junk), "%s/file", dir);
+	fd = open(junk, O_WRONLY | O_CREAT, 0644);
+	close(fd);
+	snprintf(bad_sink, sizeof(bad_sink), "--sink=file:%s/sub", junk);
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, bad_sink, "--once", NULL },
+			     &log),
+		1);
+	cr_assert(strstr(log, "cannot create the sink directory"), "%s", log);
+	free(log);
+	/* A ring file that is not a ring. */
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", junk, sink_arg, "--once", NULL },
+				  &log),
+		     1);
+	cr_assert(strstr(log, "cannot use the ring"), "%s", log);
+	free(log);
+	/* No ring yet and --once: nothing to do, a clean exit. */
+	cr_assert_eq(
+		run_uploader((const char *const[]){ "--ring", ring_path, sink_arg, "--once", NULL },
+			     &log),
+		0, "%s", log);
+	free(log);
+}
