@@ -551,11 +551,19 @@ section_throughput() {
 				out=$WORK/wrk.$rep.$size.$t.out
 				c0=0 c1=0
 				[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+				[ "$t" = sidetap-cap ] && m0=$(capture_counts "$t")
 				o0=$(offcore_snap)
 				run_client $((DURATION + 30)) "$out" wrk -t1 -c50 -d"${DURATION}s" --latency \
 					"http://127.0.0.1:$port/$size" || die "wrk against $t failed: $(tail -n 3 "$out")"
 				o1=$(offcore_snap)
 				[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+				if [ "$t" = sidetap-cap ]; then
+					m1=$(capture_counts "$t")
+					# shellcheck disable=SC2086 # two numbers each
+					printf 'cap\t%s\t%s\t%s\n' "$rep" "$size" \
+						"$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " ")
+							printf "%d\t%d", y[1] - x[1], y[2] - x[2] }')" >>"$RAW"
+				fi
 				line=$(awk "$WRK_PARSE" "$out")
 				[ -n "$(cut -f1 <<<"$line")" ] || die "no Requests/sec in $out"
 				if [ -n "$pid" ]; then
@@ -574,6 +582,15 @@ section_throughput() {
 	done
 	stop_bg origin
 	report_throughput
+}
+
+# "frames dropped" of sidetap <name>'s capture, from its /metrics.
+capture_counts() {
+	# shellcheck disable=SC2016 # $1 is the inner shell's
+	timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$1
+		printf "GET /metrics HTTP/1.0\r\nHost: perf\r\n\r\n" >&3; cat <&3' _ "$(admin_port "$1")" 2>/dev/null |
+		awk '/^sidetap_capture_frames_total / { f = $NF } /^sidetap_capture_dropped_frames_total / { d = $NF }
+			END { printf "%d %d\n", f, d }'
 }
 
 # Reads sidetap's own counters: did --forward auto really take the splice path for bulk?
@@ -638,6 +655,23 @@ report_throughput() {
 			printf "tp.%s.%s.ratio\t%s\ntp.%s.%s.us\t%s\ntp.%s.%s.ms\t%s\n", s, t, mq, s, t, mu, s, t, mm >> kv
 		}
 	}' "$RAW" | tee -a "$OUT_MD"
+	if grep -q '^cap' "$RAW"; then
+		out ""
+		out "Capture at that load (sidetap-cap: capture on, its uploader writing segment files to disk on the same"
+		out "core): frames written to the ring and dropped because it was full, per ${DURATION}s run, median of $REPS."
+		out ""
+		awk -F'\t' -v d="$DURATION" -v sizes="$SIZES" -v kv="$KV" "$AWK_LIB"'
+		$1 == "cap" { add(F, $3, $4); add(D, $3, $5) }
+		END {
+			print "| size | frames/s | frames dropped per run |"
+			print "|---|---:|---:|"
+			n = split(sizes, S, " ")
+			for (i = 1; i <= n; i++) if (S[i] in F) {
+				printf "| %s | %.0f | %.0f |\n", S[i], med(F[S[i]]) / d, med(D[S[i]])
+				printf "cap.%s.fps\t%s\ncap.%s.dropped\t%s\n", S[i], med(F[S[i]]) / d, S[i], med(D[S[i]]) >> kv
+			}
+		}' "$RAW" | tee -a "$OUT_MD"
+	fi
 	if [ -s "$WORK/counters.tsv" ]; then
 		out ""
 		out "sidetap's counters after the section (inbound listener): the splice share shows which path carried the bytes."
@@ -991,15 +1025,18 @@ report_targets() {
 			row("T5", "1 MiB, proxy CPU per MiB, capture on (1 MiB body limit)", "≤ 0.6 ms",
 				sprintf("%.2f ms", v["tp.1m.sidetap-cap.ms"]), yn(v["tp.1m.sidetap-cap.ms"] <= 0.6))
 		if (has("tp.tiny.sidetap-cap.ratio") && has("tp.tiny.sidetap-auto.ratio")) {
-			a = v["tp.tiny.sidetap-cap.ratio"] / v["tp.tiny.sidetap-auto.ratio"]
-			b = has("tp.64k.sidetap-cap.ratio") ? v["tp.64k.sidetap-cap.ratio"] / v["tp.64k.sidetap-auto.ratio"] : 0
+			r9 = v["tp.tiny.sidetap-cap.ratio"] / v["tp.tiny.sidetap-auto.ratio"]
+			q9 = has("tp.64k.sidetap-cap.ratio") ? v["tp.64k.sidetap-cap.ratio"] / v["tp.64k.sidetap-auto.ratio"] : 0
 			row("T9", "capture on ÷ capture off", "≥ 0.92 tiny, ≥ 0.85 64 KiB",
-				sprintf("%.2f tiny, %s 64 KiB", a, b ? sprintf("%.2f", b) : "—"), yn(a >= 0.92 && (!b || b >= 0.85)))
+				sprintf("%.2f tiny, %s 64 KiB", r9, q9 ? sprintf("%.2f", q9) : "—"), yn(r9 >= 0.92 && (!q9 || q9 >= 0.85)))
 		}
+		if (has("cap.tiny.fps"))
+			row("T10", "capture loss at full proxied load, tiny responses", "0 drops",
+				sprintf("%d dropped per run at %.0f frames/s", v["cap.tiny.dropped"], v["cap.tiny.fps"]),
+				yn(v["cap.tiny.dropped"] == 0))
 		if (has("cap.frames"))
-			row("T10", "capture loss at full proxied load (throughput section)", "0 drops",
-				sprintf("%d frames, %d shipped, %d dropped", v["cap.frames"], v["cap.consumed"], v["cap.dropped"]),
-				yn(v["cap.dropped"] == 0))
+			row("—", "capture over the whole throughput section (bulk bodies included)", "—",
+				sprintf("%d frames, %d shipped, %d dropped", v["cap.frames"], v["cap.consumed"], v["cap.dropped"]), "—")
 		row("T15", "epoll backend ÷ io_uring", "≥ 0.9 throughput, ≤ +20% p99", "not yet: epoll backend", "—")
 	}' "$KV" | tee -a "$OUT_MD"
 	out ""
