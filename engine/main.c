@@ -49,14 +49,16 @@ static void log_config(const struct eng_config *cfg, const struct eng_engine *e)
 			struct eng_addr bound;
 
 			eng_engine_listen_addr(e, k, i, &bound);
-			eng_log(ENG_LOG_INFO, "listening", "listener=%s addr=%s mode=%s upstream=%s",
+			eng_log(ENG_LOG_INFO, "listening",
+				"listener=%s addr=%s mode=%s upstream=%s",
 				eng_listener_kind_name(k), eng_addr_format(&bound, a, sizeof(a)),
 				eng_mode_name(lc->mode),
-				lc->has_upstream ? eng_addr_format(&lc->upstream, u, sizeof(u))
-						 : "original-destination");
+				lc->has_upstream ? eng_addr_format(&lc->upstream, u, sizeof(u)) :
+						   "original-destination");
 		}
 		if (lc->naddrs == 0)
-			eng_log(ENG_LOG_INFO, "listener off", "listener=%s", eng_listener_kind_name(k));
+			eng_log(ENG_LOG_INFO, "listener off", "listener=%s",
+				eng_listener_kind_name(k));
 	}
 	if (cfg->admin_enabled) {
 		struct eng_addr bound;
@@ -119,8 +121,9 @@ int main(int argc, char **argv)
 			eng_engine_drain(e, cfg.drain_timeout_ms, "SIGTERM");
 		else if (sig == SIGINT)
 			eng_engine_drain(e,
-					 cfg.drain_timeout_ms < SIGINT_DRAIN_MS ? cfg.drain_timeout_ms
-										: SIGINT_DRAIN_MS,
+					 cfg.drain_timeout_ms < SIGINT_DRAIN_MS ?
+						 cfg.drain_timeout_ms :
+						 SIGINT_DRAIN_MS,
 					 "SIGINT");
 		eng_engine_supervise(e);
 	}

@@ -1469,7 +1469,8 @@ int tap_frame_check(const void *buf, size_t len, const char **why)
 			for (int t = TAP_FRAME_CONN; t <= TAP_FRAME_TLS; t++) {
 				const char *name = tap_frame_type_name((enum tap_frame_type)t);
 
-				if ((size_t)tlen == strlen(name) && memcmp(p + j, name, (size_t)tlen) == 0)
+				if ((size_t)tlen == strlen(name) &&
+				    memcmp(p + j, name, (size_t)tlen) == 0)
 					has_type = true;
 			}
 			if (!has_type) {

@@ -11,9 +11,9 @@
  * token is not HTTP/1 for capture purposes (llhttp would refuse it too).
  */
 static const char *const http_methods[] = {
-	"GET ",	    "HEAD ",  "POST ",	"PUT ",	  "DELETE ", "CONNECT ", "OPTIONS ",
-	"TRACE ",   "PATCH ", "PROPFIND ", "PROPPATCH ", "MKCOL ", "COPY ", "MOVE ",
-	"LOCK ",    "UNLOCK ", "REPORT ", "SEARCH ", "PURGE ", "PRI ",
+	"GET ",	  "HEAD ",   "POST ",	  "PUT ",	"DELETE ", "CONNECT ", "OPTIONS ",
+	"TRACE ", "PATCH ",  "PROPFIND ", "PROPPATCH ", "MKCOL ",  "COPY ",    "MOVE ",
+	"LOCK ",  "UNLOCK ", "REPORT ",	  "SEARCH ",	"PURGE ",  "PRI ",
 };
 
 static bool is_prefix_of_method(const char *p, size_t len, bool *complete)

@@ -65,8 +65,8 @@ int eng_addr_parse(const char *spec, bool resolve, bool allow_port0, struct eng_
 		return -EINVAL;
 	}
 	if (parse_port(colon + 1, allow_port0, &port) != 0) {
-		*why = allow_port0 ? "the port must be a number from 0 to 65535"
-				   : "the port must be a number from 1 to 65535";
+		*why = allow_port0 ? "the port must be a number from 0 to 65535" :
+				     "the port must be a number from 1 to 65535";
 		return -EINVAL;
 	}
 	memcpy(host, hs, hlen);
@@ -98,8 +98,8 @@ int eng_addr_parse(const char *spec, bool resolve, bool allow_port0, struct eng_
 	int ret = getaddrinfo(host, NULL, &hints, &res);
 
 	if (ret != 0) {
-		*why = ret == EAI_NONAME || ret == EAI_NODATA ? "the host name does not resolve"
-							       : gai_strerror(ret);
+		*why = ret == EAI_NONAME || ret == EAI_NODATA ? "the host name does not resolve" :
+								gai_strerror(ret);
 		return -EINVAL;
 	}
 	memcpy(&out->u, res->ai_addr, res->ai_addrlen);

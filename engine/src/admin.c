@@ -120,9 +120,10 @@ static void respond(struct eng_admin_conn *ac, int status, const char *reason, c
 	char hdr[512];
 	int n;
 
-	n = snprintf(hdr, sizeof(hdr),
-		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
-		     status, reason, ctype, body_len, extra ? extra : "");
+	n = snprintf(
+		hdr, sizeof(hdr),
+		"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+		status, reason, ctype, body_len, extra ? extra : "");
 	ac->resp_len = (size_t)n + (head ? 0 : body_len);
 	ac->resp = malloc(ac->resp_len);
 	if (!ac->resp) {
@@ -171,15 +172,16 @@ static void handle(struct eng_admin_conn *ac)
 		if (target[1] == 'h') {
 			respond_text(ac, 200, "OK", "ok\n", head, NULL);
 		} else if (target[1] == 'r') {
-			bool ready = atomic_load(&e->ready) &&
-				     atomic_load(&e->phase) == ENG_PHASE_RUN;
+			bool ready =
+				atomic_load(&e->ready) && atomic_load(&e->phase) == ENG_PHASE_RUN;
 
 			if (ready)
 				respond_text(ac, 200, "OK", "ready\n", head, NULL);
 			else
 				respond_text(ac, 503, "Service Unavailable",
-					     atomic_load(&e->phase) == ENG_PHASE_RUN ? "starting\n"
-										     : "draining\n",
+					     atomic_load(&e->phase) == ENG_PHASE_RUN ?
+						     "starting\n" :
+						     "draining\n",
 					     head, NULL);
 		} else {
 			size_t len;
@@ -190,8 +192,8 @@ static void handle(struct eng_admin_conn *ac)
 					     head, NULL);
 				return;
 			}
-			respond(ac, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, len,
-				head, NULL);
+			respond(ac, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body,
+				len, head, NULL);
 			free(body);
 		}
 		return;
@@ -203,16 +205,17 @@ static void handle(struct eng_admin_conn *ac)
 			return;
 		}
 		if (!peer_is_loopback(ac->fd)) {
-			respond_text(ac, 403, "Forbidden", "POST /shutdown is accepted from loopback only\n",
-				     false, NULL);
+			respond_text(ac, 403, "Forbidden",
+				     "POST /shutdown is accepted from loopback only\n", false,
+				     NULL);
 			return;
 		}
 		respond_text(ac, 202, "Accepted", "draining\n", false, NULL);
 		eng_engine_drain(e, w->cfg->drain_timeout_ms, "admin POST /shutdown");
 		return;
 	}
-	respond_text(ac, 404, "Not Found", "not found: try /healthz, /readyz, /metrics, POST /shutdown\n",
-		     head, NULL);
+	respond_text(ac, 404, "Not Found",
+		     "not found: try /healthz, /readyz, /metrics, POST /shutdown\n", head, NULL);
 }
 
 static void on_accept(struct eng_admin *a, const struct io_uring_cqe *cqe)
@@ -254,8 +257,8 @@ static void on_recv(struct eng_admin_conn *ac, int res)
 		return;
 	}
 	if (ac->len >= sizeof(ac->req) - 1) {
-		respond_text(ac, 431, "Request Header Fields Too Large", "request too large\n", false,
-			     NULL);
+		respond_text(ac, 431, "Request Header Fields Too Large", "request too large\n",
+			     false, NULL);
 		return;
 	}
 	recv_arm(ac);

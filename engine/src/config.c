@@ -14,9 +14,9 @@
 typedef int (*opt_set_cb)(struct eng_config *cfg, const char *val, const char **why);
 
 struct opt {
-	const char *flag;    /* without the leading "--" */
+	const char *flag; /* without the leading "--" */
 	const char *metavar; /* shown in --help */
-	const char *def;     /* default, applied through <set>; NULL: unset */
+	const char *def; /* default, applied through <set>; NULL: unset */
 	opt_set_cb set;
 	const char *help;
 };
@@ -360,7 +360,9 @@ static void env_name(const char *flag, char *buf, size_t len)
 
 	memcpy(buf, "SIDETAP_", n);
 	for (i = 0; flag[i] && n + 1 < len; i++)
-		buf[n++] = flag[i] == '-' ? '_' : (char)(flag[i] - ('a' <= flag[i] && flag[i] <= 'z' ? 32 : 0));
+		buf[n++] = flag[i] == '-' ?
+				   '_' :
+				   (char)(flag[i] - ('a' <= flag[i] && flag[i] <= 'z' ? 32 : 0));
 	buf[n] = '\0';
 }
 
@@ -375,7 +377,8 @@ static const char *env_get(char *const envp[], const char *name)
 	return NULL;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -421,25 +424,29 @@ static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *e
 		snprintf(buf, sizeof(buf), "0.0.0.0:%s", v);
 		if (strcmp(v, "0") == 0 ||
 		    apply(cfg, opt_find("inbound-addr"), buf, "PROXY_IN_PORT", err, errlen))
-			return fail(err, errlen, "PROXY_IN_PORT: invalid value '%s': a port from 1 to 65535", v);
+			return fail(err, errlen,
+				    "PROXY_IN_PORT: invalid value '%s': a port from 1 to 65535", v);
 	}
 	if ((v = env_get(envp, "PROXY_OUT_PORT"))) {
 		snprintf(buf, sizeof(buf), "127.0.0.1:%s", v);
 		if (strcmp(v, "0") == 0 ||
 		    apply(cfg, opt_find("outbound-addr"), buf, "PROXY_OUT_PORT", err, errlen))
-			return fail(err, errlen, "PROXY_OUT_PORT: invalid value '%s': a port from 1 to 65535", v);
+			return fail(err, errlen,
+				    "PROXY_OUT_PORT: invalid value '%s': a port from 1 to 65535",
+				    v);
 	}
 	host = env_get(envp, "REVERSE_PROXY_HOST");
 	port = env_get(envp, "REVERSE_PROXY_PORT");
 	if (host || port) {
 		if (!host || !port)
-			return fail(err, errlen,
-				    "%s is set but %s is not: set both, e.g. REVERSE_PROXY_HOST=127.0.0.1 REVERSE_PROXY_PORT=8080",
-				    host ? "REVERSE_PROXY_HOST" : "REVERSE_PROXY_PORT",
-				    host ? "REVERSE_PROXY_PORT" : "REVERSE_PROXY_HOST");
+			return fail(
+				err, errlen,
+				"%s is set but %s is not: set both, e.g. REVERSE_PROXY_HOST=127.0.0.1 REVERSE_PROXY_PORT=8080",
+				host ? "REVERSE_PROXY_HOST" : "REVERSE_PROXY_PORT",
+				host ? "REVERSE_PROXY_PORT" : "REVERSE_PROXY_HOST");
 		snprintf(buf, sizeof(buf), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
-		ret = apply(cfg, opt_find("inbound-upstream"), buf, "REVERSE_PROXY_HOST/REVERSE_PROXY_PORT",
-			    err, errlen);
+		ret = apply(cfg, opt_find("inbound-upstream"), buf,
+			    "REVERSE_PROXY_HOST/REVERSE_PROXY_PORT", err, errlen);
 		if (ret)
 			return ret;
 	}
@@ -455,13 +462,15 @@ static int validate(struct eng_config *cfg, char *err, size_t errlen)
 		const char *name = eng_listener_kind_name(k);
 
 		if (l->mode == ENG_MODE_REVERSE && !l->has_upstream && l->naddrs > 0)
-			return fail(err, errlen,
-				    "--%s-mode reverse needs --%s-upstream HOST:PORT (or SIDETAP_%s_UPSTREAM)",
-				    name, name, k == ENG_INBOUND ? "INBOUND" : "OUTBOUND");
+			return fail(
+				err, errlen,
+				"--%s-mode reverse needs --%s-upstream HOST:PORT (or SIDETAP_%s_UPSTREAM)",
+				name, name, k == ENG_INBOUND ? "INBOUND" : "OUTBOUND");
 		if (l->mode == ENG_MODE_TRANSPARENT && l->has_upstream)
-			return fail(err, errlen,
-				    "--%s-upstream is only used with --%s-mode reverse; set the mode or drop the upstream",
-				    name, name);
+			return fail(
+				err, errlen,
+				"--%s-upstream is only used with --%s-mode reverse; set the mode or drop the upstream",
+				name, name);
 	}
 	if (cfg->listen[ENG_INBOUND].naddrs == 0 && cfg->listen[ENG_OUTBOUND].naddrs == 0)
 		return fail(err, errlen,
@@ -479,7 +488,8 @@ int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char 
 	memset(cfg, 0, sizeof(*cfg));
 	err[0] = '\0';
 	for (size_t i = 0; i < NOPTS; i++) {
-		if (opts[i].def && (ret = apply(cfg, &opts[i], opts[i].def, "default", err, errlen)))
+		if (opts[i].def &&
+		    (ret = apply(cfg, &opts[i], opts[i].def, "default", err, errlen)))
 			return ret;
 	}
 	ret = apply_goproxy_env(cfg, envp, err, errlen);
@@ -505,7 +515,8 @@ int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char 
 			return 0;
 		}
 		if (strncmp(arg, "--", 2) != 0)
-			return fail(err, errlen, "unexpected argument '%s' (see sidetap --help)", arg);
+			return fail(err, errlen, "unexpected argument '%s' (see sidetap --help)",
+				    arg);
 		eq = strchr(arg, '=');
 		n = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
 		if (n >= sizeof(flag))
@@ -519,7 +530,8 @@ int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char 
 			v = eq + 1;
 		} else {
 			if (i + 1 >= argc)
-				return fail(err, errlen, "--%s needs a value: %s", flag, o->metavar);
+				return fail(err, errlen, "--%s needs a value: %s", flag,
+					    o->metavar);
 			v = argv[++i];
 		}
 		snprintf(name, sizeof(name), "--%s", o->flag);
@@ -548,7 +560,8 @@ void eng_config_usage(FILE *out)
 		env_name(opts[i].flag, name, sizeof(name));
 		snprintf(left, sizeof(left), "--%s %s", opts[i].flag, opts[i].metavar);
 		fprintf(out, "  %-40s %s\n", left, opts[i].help);
-		fprintf(out, "  %-40s env %s; default %s\n", "", name, opts[i].def ? opts[i].def : "none");
+		fprintf(out, "  %-40s env %s; default %s\n", "", name,
+			opts[i].def ? opts[i].def : "none");
 	}
 	fprintf(out,
 		"  %-40s print this help\n"

@@ -295,7 +295,8 @@ static bool wants_splice(struct eng_conn *c, unsigned d, int res)
 		return false;
 	if (c->cap)
 		return (cfg->forward == ENG_FORWARD_SPLICE || res == ENG_BUF_SIZE) &&
-		       eng__cap_may_splice(c, d, cfg->forward == ENG_FORWARD_SPLICE ? 1 : ENG_BUF_SIZE);
+		       eng__cap_may_splice(c, d,
+					   cfg->forward == ENG_FORWARD_SPLICE ? 1 : ENG_BUF_SIZE);
 	return res == ENG_BUF_SIZE && c->dir[d].bytes >= cfg->splice_threshold;
 }
 
@@ -307,7 +308,7 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 	int res = cqe->res;
 
 	if (!more) {
-		dr->flags &= (uint16_t)~(ENG_DIR_F_RECV | ENG_DIR_F_RECV_CANCEL);
+		dr->flags &= (uint16_t) ~(ENG_DIR_F_RECV | ENG_DIR_F_RECV_CANCEL);
 		c->inflight--;
 	}
 	if (res > 0) {
@@ -548,7 +549,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 static void on_poll(struct eng_conn *c, unsigned d, bool out, int res)
 {
 	c->inflight--;
-	c->dir[d].flags &= (uint16_t)~(out ? ENG_DIR_F_POLL_OUT : ENG_DIR_F_POLL_IN);
+	c->dir[d].flags &= (uint16_t) ~(out ? ENG_DIR_F_POLL_OUT : ENG_DIR_F_POLL_IN);
 	if (c->state == ENG_CONN_CLOSING) {
 		maybe_free(c);
 		return;
@@ -588,8 +589,8 @@ static void on_connect(struct eng_conn *c, int res)
 		/* The linked timeout fired when the connect comes back cancelled. */
 		bool timeout = res == -ECANCELED;
 
-		eng__stat_add(&w->stats.ctr[c->kind][timeout ? ENG_CTR_CONNECT_TIMEOUTS
-							    : ENG_CTR_CONNECT_ERRORS],
+		eng__stat_add(&w->stats.ctr[c->kind][timeout ? ENG_CTR_CONNECT_TIMEOUTS :
+							       ENG_CTR_CONNECT_ERRORS],
 			      1);
 		if (eng_ratelimit_ok(&w->rl_conn, w->now_ms, 1000, &suppressed))
 			eng_log(ENG_LOG_WARN, "upstream connect failed",

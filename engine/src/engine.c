@@ -199,8 +199,8 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	if (e->ktls == 1)
 		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1");
 	else
-		eng_log(ENG_LOG_INFO, "ktls not supported, TLS stays in userspace", "ktls=0 why=\"%s\"",
-			why ? why : "unknown");
+		eng_log(ENG_LOG_INFO, "ktls not supported, TLS stays in userspace",
+			"ktls=0 why=\"%s\"", why ? why : "unknown");
 	*out = e;
 	return 0;
 
@@ -220,7 +220,8 @@ int eng_engine_start(struct eng_engine *e)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	atomic_store(&e->running, e->nworkers);
 	for (; n < e->nworkers; n++) {
-		ret = -pthread_create(&e->workers[n].thread, NULL, eng__worker_main, &e->workers[n]);
+		ret = -pthread_create(&e->workers[n].thread, NULL, eng__worker_main,
+				      &e->workers[n]);
 		if (ret < 0)
 			break;
 	}

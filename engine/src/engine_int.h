@@ -25,7 +25,7 @@
  */
 #define ENG_BUF_SIZE 16384
 #define ENG_BUF_CHUNK 256 /* buffers per chunk */
-#define ENG_BUF_MAX 4096  /* ring entries: a power of two, a multiple of the chunk */
+#define ENG_BUF_MAX 4096 /* ring entries: a power of two, a multiple of the chunk */
 #define ENG_BUF_GROUP 0
 /* Buffers one direction may hold queued for send before its recv is paused. */
 #define ENG_DIR_HIWAT 4
@@ -43,21 +43,21 @@
  * pointers fit in 48 bits on x86_64 and arm64 (4-level and default 5-level).
  */
 enum eng_op {
-	ENG_OP_NONE = 0,	/* fire and forget: completions ignored */
-	ENG_OP_ACCEPT,		/* struct eng_listener */
-	ENG_OP_ACCEPT_RETRY,	/* struct eng_listener: back-off timer after EMFILE */
-	ENG_OP_TICK,		/* struct eng_worker: periodic timer */
-	ENG_OP_WAKE,		/* struct eng_worker: eventfd read */
-	ENG_OP_CONNECT,		/* struct eng_conn */
+	ENG_OP_NONE = 0, /* fire and forget: completions ignored */
+	ENG_OP_ACCEPT, /* struct eng_listener */
+	ENG_OP_ACCEPT_RETRY, /* struct eng_listener: back-off timer after EMFILE */
+	ENG_OP_TICK, /* struct eng_worker: periodic timer */
+	ENG_OP_WAKE, /* struct eng_worker: eventfd read */
+	ENG_OP_CONNECT, /* struct eng_conn */
 	ENG_OP_CONNECT_TIMEOUT, /* struct eng_conn: timeout linked to the connect */
-	ENG_OP_RECV,		/* struct eng_conn, arg: direction */
-	ENG_OP_SEND,		/* struct eng_conn, arg: direction */
-	ENG_OP_POLL_IN,		/* struct eng_conn, arg: direction (its source) */
-	ENG_OP_POLL_OUT,	/* struct eng_conn, arg: direction (its destination) */
-	ENG_OP_CANCEL,		/* struct eng_conn */
-	ENG_OP_ADMIN_ACCEPT,	/* struct eng_admin */
-	ENG_OP_ADMIN_RECV,	/* struct eng_admin_conn */
-	ENG_OP_ADMIN_SEND,	/* struct eng_admin_conn */
+	ENG_OP_RECV, /* struct eng_conn, arg: direction */
+	ENG_OP_SEND, /* struct eng_conn, arg: direction */
+	ENG_OP_POLL_IN, /* struct eng_conn, arg: direction (its source) */
+	ENG_OP_POLL_OUT, /* struct eng_conn, arg: direction (its destination) */
+	ENG_OP_CANCEL, /* struct eng_conn */
+	ENG_OP_ADMIN_ACCEPT, /* struct eng_admin */
+	ENG_OP_ADMIN_RECV, /* struct eng_admin_conn */
+	ENG_OP_ADMIN_SEND, /* struct eng_admin_conn */
 };
 
 static inline uint64_t eng__ud(enum eng_op op, const void *obj, unsigned arg)
@@ -103,9 +103,9 @@ enum eng_ctr {
 struct eng_stats {
 	_Atomic uint64_t ctr[ENG_LISTENER_KINDS][ENG_CTR_COUNT];
 	_Atomic uint64_t admin_requests;
-	_Atomic uint64_t pipes;		    /* pipes held (pool and in use) */
+	_Atomic uint64_t pipes; /* pipes held (pool and in use) */
 	_Atomic uint64_t cap_encode_errors; /* frames the encoder refused */
-	_Atomic uint64_t cap_oom;	    /* connections not captured for lack of memory */
+	_Atomic uint64_t cap_oom; /* connections not captured for lack of memory */
 };
 
 /*
@@ -124,16 +124,16 @@ enum eng_dir_idx {
 };
 
 /* Per-direction flags. */
-#define ENG_DIR_F_RECV (1u << 0)	/* multishot recv in flight on the source */
+#define ENG_DIR_F_RECV (1u << 0) /* multishot recv in flight on the source */
 #define ENG_DIR_F_RECV_CANCEL (1u << 1) /* ... and a cancel for it submitted */
-#define ENG_DIR_F_SEND (1u << 2)	/* send in flight to the destination */
-#define ENG_DIR_F_EOF (1u << 3)		/* the source reached EOF */
-#define ENG_DIR_F_DONE (1u << 4)	/* destination shut down for writing */
-#define ENG_DIR_F_POLL_IN (1u << 5)	/* splice path: poll on the source */
-#define ENG_DIR_F_POLL_OUT (1u << 6)	/* splice path: poll on the destination */
-#define ENG_DIR_F_SPLICE (1u << 7)	/* forwarding by splice (else copy) */
-#define ENG_DIR_F_TO_SPLICE (1u << 8)	/* auto: move to splice once the queue is empty */
-#define ENG_DIR_F_NOBUF (1u << 9)	/* recv stopped for lack of buffers: on the worker's list */
+#define ENG_DIR_F_SEND (1u << 2) /* send in flight to the destination */
+#define ENG_DIR_F_EOF (1u << 3) /* the source reached EOF */
+#define ENG_DIR_F_DONE (1u << 4) /* destination shut down for writing */
+#define ENG_DIR_F_POLL_IN (1u << 5) /* splice path: poll on the source */
+#define ENG_DIR_F_POLL_OUT (1u << 6) /* splice path: poll on the destination */
+#define ENG_DIR_F_SPLICE (1u << 7) /* forwarding by splice (else copy) */
+#define ENG_DIR_F_TO_SPLICE (1u << 8) /* auto: move to splice once the queue is empty */
+#define ENG_DIR_F_NOBUF (1u << 9) /* recv stopped for lack of buffers: on the worker's list */
 
 struct eng_pipe {
 	int fd[2]; /* [0] read end, [1] write end */
@@ -141,20 +141,20 @@ struct eng_pipe {
 };
 
 struct eng_dir {
-	uint64_t bytes;		/* forwarded to the destination */
-	struct eng_pipe *pipe;	/* splice path, only while bytes sit in it */
-	uint32_t pipe_bytes;	/* bytes in <pipe> */
-	uint32_t send_off;	/* bytes of the head buffer already sent */
-	uint16_t qhead, qtail;	/* buffer ids queued for send, linked by eng_worker.buf_next */
-	uint16_t nq;		/* queued buffers */
-	uint16_t flags;		/* ENG_DIR_F_* */
+	uint64_t bytes; /* forwarded to the destination */
+	struct eng_pipe *pipe; /* splice path, only while bytes sit in it */
+	uint32_t pipe_bytes; /* bytes in <pipe> */
+	uint32_t send_off; /* bytes of the head buffer already sent */
+	uint16_t qhead, qtail; /* buffer ids queued for send, linked by eng_worker.buf_next */
+	uint16_t nq; /* queued buffers */
+	uint16_t flags; /* ENG_DIR_F_* */
 };
 
 /* Capture state of one connection (--capture on), allocated with it. */
 struct eng_cap {
 	struct tap_conn *tap;
 	uint64_t open_ts_ns;
-	uint64_t budget[2];  /* splice path: bytes a direction may still move uncaptured */
+	uint64_t budget[2]; /* splice path: bytes a direction may still move uncaptured */
 	uint64_t skipped[2]; /* ... moved so far, not yet told to capture */
 	/*
 	 * Every frame carries the client's address, the original destination (or
@@ -191,15 +191,15 @@ enum eng_conn_state {
  * the direction is DONE while the other one keeps flowing.
  */
 struct eng_conn {
-	struct eng_list link;  /* worker's LRU idle list, or its free list */
+	struct eng_list link; /* worker's LRU idle list, or its free list */
 	struct eng_list nobuf; /* worker's list of directions waiting for buffers */
 	struct eng_worker *w;
 	uint64_t id;
 	uint64_t active_ms; /* last time a byte moved */
-	int fd[2];	    /* [ENG_C2U] client, [ENG_U2C] upstream */
-	uint16_t inflight;  /* submitted requests whose final completion is pending */
-	uint8_t state;	    /* enum eng_conn_state */
-	uint8_t kind;	    /* enum eng_listener_kind */
+	int fd[2]; /* [ENG_C2U] client, [ENG_U2C] upstream */
+	uint16_t inflight; /* submitted requests whose final completion is pending */
+	uint8_t state; /* enum eng_conn_state */
+	uint8_t kind; /* enum eng_listener_kind */
 	struct eng_dir dir[2];
 	struct eng_addr dst; /* upstream address */
 	struct eng_cap *cap; /* NULL when not captured */
@@ -211,7 +211,7 @@ struct eng_listener {
 	uint8_t kind; /* enum eng_listener_kind */
 	sa_family_t family;
 	const struct eng_addr *addr; /* bound address (engine's laddr) */
-	bool armed;   /* multishot accept in flight */
+	bool armed; /* multishot accept in flight */
 	bool backoff; /* waiting on the retry timer */
 	unsigned backoff_ms;
 	struct __kernel_timespec backoff_ts;
@@ -230,10 +230,10 @@ struct eng_worker {
 	/* provided buffers */
 	struct io_uring_buf_ring *br;
 	uint8_t *buf_chunk[ENG_BUF_MAX / ENG_BUF_CHUNK];
-	unsigned nbufs;			  /* buffers allocated, in chunks */
+	unsigned nbufs; /* buffers allocated, in chunks */
 	uint16_t buf_next[ENG_BUF_MAX]; /* queue links, by buffer id */
-	uint32_t buf_len[ENG_BUF_MAX];	  /* bytes received into each buffer */
-	unsigned br_pending;		  /* buffers added since the last advance */
+	uint32_t buf_len[ENG_BUF_MAX]; /* bytes received into each buffer */
+	unsigned br_pending; /* buffers added since the last advance */
 
 	struct eng_pipe *pipe_free;
 	unsigned npipes;
@@ -248,7 +248,7 @@ struct eng_worker {
 	struct eng_listener *listeners;
 	unsigned nlisteners;
 	unsigned listeners_armed; /* accepts or retry timers in flight */
-	struct eng_admin *admin;  /* worker 0 only */
+	struct eng_admin *admin; /* worker 0 only */
 
 	int wake_fd;
 	uint64_t wake_val;
@@ -258,9 +258,9 @@ struct eng_worker {
 	struct __kernel_timespec connect_ts;
 
 	uint64_t now_ms;
-	uint64_t now_ns;  /* CLOCK_REALTIME at the start of this loop turn: capture timestamps */
+	uint64_t now_ns; /* CLOCK_REALTIME at the start of this loop turn: capture timestamps */
 	uint64_t cap_seq; /* frames produced by this worker */
-	int phase;	  /* the engine phase this worker has acted on */
+	int phase; /* the engine phase this worker has acted on */
 	uint64_t drain_deadline_ms;
 
 	struct eng_ratelimit rl_accept, rl_conn;
@@ -297,7 +297,7 @@ struct eng_engine {
 	_Atomic int phase;
 	_Atomic unsigned drain_ms;
 	_Atomic unsigned running; /* worker threads not yet finished */
-	_Atomic bool ready;	  /* all workers started */
+	_Atomic bool ready; /* all workers started */
 
 	pthread_mutex_t lock; /* start-up hand-shake only */
 	pthread_cond_t cond;

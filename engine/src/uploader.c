@@ -66,7 +66,8 @@ static int spawn(struct eng_engine *e, bool once)
 	e->uploader_pid = pid;
 	e->uploader_started_ms = eng_now_ms();
 	atomic_store(&e->uploader_up, true);
-	eng_log(ENG_LOG_INFO, "uploader started", "pid=%d bin=%s sink=%s", (int)pid, path, cfg->sink);
+	eng_log(ENG_LOG_INFO, "uploader started", "pid=%d bin=%s sink=%s", (int)pid, path,
+		cfg->sink);
 	return 0;
 }
 
@@ -91,14 +92,15 @@ void eng_engine_supervise(struct eng_engine *e)
 
 		e->uploader_pid = -1;
 		atomic_store(&e->uploader_up, false);
-		e->uploader_backoff_ms = stable || !e->uploader_backoff_ms
-						 ? ENG_UPLOADER_BACKOFF_MIN_MS
-						 : e->uploader_backoff_ms * 2;
+		e->uploader_backoff_ms = stable || !e->uploader_backoff_ms ?
+						 ENG_UPLOADER_BACKOFF_MIN_MS :
+						 e->uploader_backoff_ms * 2;
 		if (e->uploader_backoff_ms > ENG_UPLOADER_BACKOFF_MAX_MS)
 			e->uploader_backoff_ms = ENG_UPLOADER_BACKOFF_MAX_MS;
 		e->uploader_restart_ms = now + e->uploader_backoff_ms;
 		eng_log(ENG_LOG_WARN, "uploader exited, restarting",
-			"status=%d signal=%d restart_in_ms=%u", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+			"status=%d signal=%d restart_in_ms=%u",
+			WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 			WIFSIGNALED(status) ? WTERMSIG(status) : 0, e->uploader_backoff_ms);
 	}
 	if (e->uploader_pid <= 0 && e->uploader_restart_ms && now >= e->uploader_restart_ms &&

@@ -26,8 +26,8 @@ struct io_uring_sqe *eng__sqe(struct eng_worker *w)
 		/* The completions we hold were copied out of the CQ already: no -EBUSY loop. */
 		ret = io_uring_submit(&w->ring);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-			eng_log(ENG_LOG_ERROR, "io_uring submit failed", "worker=%u err=\"%s\"", w->idx,
-				strerror(-ret));
+			eng_log(ENG_LOG_ERROR, "io_uring submit failed", "worker=%u err=\"%s\"",
+				w->idx, strerror(-ret));
 			abort();
 		}
 	}
@@ -346,8 +346,8 @@ static void loop(struct eng_worker *w)
 	for (;;) {
 		ret = io_uring_submit_and_wait(&w->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-			eng_log(ENG_LOG_ERROR, "io_uring wait failed", "worker=%u err=\"%s\"", w->idx,
-				strerror(-ret));
+			eng_log(ENG_LOG_ERROR, "io_uring wait failed", "worker=%u err=\"%s\"",
+				w->idx, strerror(-ret));
 			w->err = ret;
 			return;
 		}

@@ -238,7 +238,8 @@ long long th_metric(uint16_t admin_port, const char *series)
 
 	if (th_http(admin_port, "GET", "/metrics", &body, NULL) != 200)
 		return -1;
-	for (line = body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+	for (line = body; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
 		if (strncmp(line, series, n) == 0 && line[n] == ' ') {
 			v = strtoll(line + n + 1, NULL, 10);
 			break;

@@ -11,7 +11,7 @@
 struct th_eng {
 	struct eng_config cfg;
 	struct eng_engine *e;
-	uint16_t inbound_port;	/* first inbound address */
+	uint16_t inbound_port; /* first inbound address */
 	uint16_t outbound_port; /* first outbound address */
 	uint16_t admin_port;
 };

@@ -79,8 +79,8 @@ Test(cli, port_in_use_exits_1_naming_flag_and_fix)
 	int fd = th_listen(&port, 1);
 
 	snprintf(addr, sizeof(addr), "--outbound-addr=127.0.0.1:%u", port);
-	cr_assert_eq(run(ARGS("--inbound-addr=off", addr, "--admin-addr=off", "--capture=off"), NULL,
-			 &log),
+	cr_assert_eq(run(ARGS("--inbound-addr=off", addr, "--admin-addr=off", "--capture=off"),
+			 NULL, &log),
 		     1);
 	cr_assert(strstr(log, "--outbound-addr") && strstr(log, "Address already in use") &&
 			  strstr(log, "fix="),
@@ -95,7 +95,8 @@ Test(cli, second_sidetap_on_the_same_port_is_refused)
 	char addr[64], *log;
 
 	/* SO_REUSEPORT must not let a second instance share (and split) the listener. */
-	cr_assert_eq(th_sidetap_start(&first, NULL, (const char *const[]){ "--outbound-addr=off", NULL }),
+	cr_assert_eq(th_sidetap_start(&first, NULL,
+				      (const char *const[]){ "--outbound-addr=off", NULL }),
 		     0);
 	snprintf(addr, sizeof(addr), "--inbound-addr=127.0.0.1:%u", first.inbound_port);
 	cr_assert_eq(run(ARGS(addr, "--outbound-addr=off", "--admin-addr=off", "--capture=off"),
@@ -110,9 +111,9 @@ Test(cli, second_sidetap_on_the_same_port_is_refused)
 Test(cli, goproxy_environment_configures_a_reverse_proxy)
 {
 	struct th_proc p;
-	char *log, port_env[64], up_env[64], *argv[] = { (char *)th_sidetap_bin(),
-							   "--admin-addr=off", "--outbound-addr=off",
-							   "--capture=off", NULL };
+	char *log, port_env[64], up_env[64],
+		*argv[] = { (char *)th_sidetap_bin(), "--admin-addr=off", "--outbound-addr=off",
+			    "--capture=off", NULL };
 	uint16_t port, up;
 	int lfd = th_listen(&up, 4), fd = th_listen(&port, 1), c, u;
 
@@ -140,8 +141,13 @@ Test(cli, goproxy_environment_configures_a_reverse_proxy)
 
 Test(cli, io_uring_blocked_by_seccomp_exits_1_and_says_why)
 {
-	char *argv[] = { NO_IO_URING_BIN, (char *)th_sidetap_bin(), "--inbound-addr=127.0.0.1:0",
-			 "--outbound-addr=off", "--admin-addr=off", "--workers=1", "--capture=off",
+	char *argv[] = { NO_IO_URING_BIN,
+			 (char *)th_sidetap_bin(),
+			 "--inbound-addr=127.0.0.1:0",
+			 "--outbound-addr=off",
+			 "--admin-addr=off",
+			 "--workers=1",
+			 "--capture=off",
 			 NULL };
 	struct th_proc p;
 	char *log;
@@ -160,14 +166,16 @@ Test(cli, logs_are_key_value_lines)
 	struct th_sidetap st;
 	char *log, *line;
 
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--outbound-addr=off",
-									"--log-level=info", NULL }),
+	cr_assert_eq(th_sidetap_start(&st, NULL,
+				      (const char *const[]){ "--outbound-addr=off",
+							     "--log-level=info", NULL }),
 		     0);
 	cr_assert_eq(th_proc_stop(&st.proc, SIGTERM, 5000), 0);
 	log = th_proc_log(&st.proc);
 	for (line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
 		cr_expect(strncmp(line, "ts=", 3) == 0, "not key=value: %s", line);
-		cr_expect(strstr(line, " level=") && strstr(line, " msg=\""), "no level/msg: %s", line);
+		cr_expect(strstr(line, " level=") && strstr(line, " msg=\""), "no level/msg: %s",
+			  line);
 	}
 	free(log);
 }

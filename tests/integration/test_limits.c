@@ -103,9 +103,9 @@ Test(limits, out_of_descriptors_survives_and_serves_again, .timeout = 60)
 	srv.lfd = th_listen(&port, 1024);
 	pthread_create(&th, NULL, echo_run, &srv);
 	snprintf(up, sizeof(up), "--inbound-upstream=127.0.0.1:%u", port);
-	cr_assert_eq(th_sidetap_start(&st, wrapper, (const char *const[]){ "--inbound-mode=reverse",
-									   up, "--workers=1",
-									   NULL }),
+	cr_assert_eq(th_sidetap_start(&st, wrapper,
+				      (const char *const[]){ "--inbound-mode=reverse", up,
+							     "--workers=1", NULL }),
 		     0);
 	cr_assert(echo_through(st.inbound_port, 2000), "not working before the test");
 
@@ -128,7 +128,8 @@ Test(limits, out_of_descriptors_survives_and_serves_again, .timeout = 60)
 		ok = echo_through(st.inbound_port, 500);
 	cr_assert(ok, "sidetap does not serve again once clients went away");
 	cr_assert_gt(th_metric(st.admin_port, "sidetap_accept_errors_total{listener=\"inbound\"}") +
-			     th_metric(st.admin_port, "sidetap_connect_errors_total{listener=\"inbound\"}"),
+			     th_metric(st.admin_port,
+				       "sidetap_connect_errors_total{listener=\"inbound\"}"),
 		     0, "the test never ran out of descriptors");
 	dt = th_now_ms() - t0;
 	cr_assert_eq(th_proc_stop(&st.proc, SIGTERM, 5000), 0);

@@ -48,9 +48,11 @@ static void ns_web(struct th_proc *p, const char *ns, const char *ip, unsigned p
 	char dir[256], cmd[768];
 
 	snprintf(dir, sizeof(dir), "%s/web-%s-%u", th_tmpdir(), ns, port);
-	cr_assert_eq(th_sh("mkdir -p %s && printf '%%s\\n' '%s' > %s/index.html", dir, text, dir), 0);
-	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 -u -m http.server --bind %s --directory %s %u",
-		 ip, dir, port);
+	cr_assert_eq(th_sh("mkdir -p %s && printf '%%s\\n' '%s' > %s/index.html", dir, text, dir),
+		     0);
+	snprintf(cmd, sizeof(cmd),
+		 "exec /usr/bin/python3 -u -m http.server --bind %s --directory %s %u", ip, dir,
+		 port);
 	ns_spawn(p, ns, cmd);
 	cr_assert(th_proc_log_wait(p, "Serving HTTP", 10000), "web server in %s did not start", ns);
 }
@@ -69,7 +71,8 @@ static void setup(void)
 			   "ip link set %sa netns %s && ip link set %sb netns %s && "
 			   "ip -n %s addr add " POD_IP "/24 dev %sa && ip -n %s link set %sa up && "
 			   "ip -n %s link set lo up && "
-			   "ip -n %s addr add " REMOTE_IP "/24 dev %sb && ip -n %s link set %sb up && "
+			   "ip -n %s addr add " REMOTE_IP
+			   "/24 dev %sb && ip -n %s link set %sb up && "
 			   "ip -n %s link set lo up",
 			   pod, remote, veth, veth, veth, pod, veth, remote, pod, veth, pod, veth,
 			   pod, remote, veth, remote, veth, remote),
@@ -100,7 +103,8 @@ static void setup(void)
 		 "--admin-addr 127.0.0.1:4191 --workers 2 --capture off",
 		 th_sidetap_bin());
 	ns_spawn(&sidetap_proc, pod, cmd);
-	cr_assert(th_proc_log_wait(&sidetap_proc, "msg=\"started\"", 10000), "sidetap did not start");
+	cr_assert(th_proc_log_wait(&sidetap_proc, "msg=\"started\"", 10000),
+		  "sidetap did not start");
 	ready = true;
 }
 
@@ -166,14 +170,17 @@ static long long pod_metric(const char *series)
 
 Test(netns, app_reaches_remote_through_4140_with_original_destination)
 {
-	char *a = ns_curl(pod, "http://" REMOTE_IP ":8080/"), *b = ns_curl(pod, "http://" REMOTE_IP ":9090/");
+	char *a = ns_curl(pod, "http://" REMOTE_IP ":8080/"),
+	     *b = ns_curl(pod, "http://" REMOTE_IP ":9090/");
 
 	cr_assert_str_eq(a, "remote-8080", "outbound call on port 8080 got '%s'", a);
 	cr_assert_str_eq(b, "remote-9090", "outbound call on port 9090 got '%s'", b);
 	cr_assert_eq(pod_metric("sidetap_connections_accepted_total{listener=\"outbound\"}"), 2,
 		     "the calls did not pass through sidetap's outbound listener");
-	cr_assert_gt(pod_metric("sidetap_bytes_total{listener=\"outbound\",direction=\"upstream_to_client\"}"),
-		     0);
+	cr_assert_gt(
+		pod_metric(
+			"sidetap_bytes_total{listener=\"outbound\",direction=\"upstream_to_client\"}"),
+		0);
 	free(a);
 	free(b);
 }

@@ -28,8 +28,10 @@ static void set_upstream(uint16_t port)
 /* Starts Python's http.server on an ephemeral port serving <dir>; returns its port. */
 static uint16_t python_http(struct th_proc *p, const char *dir)
 {
-	char *const argv[] = { "/usr/bin/python3", "-u", "-m", "http.server", "--bind",
-			       "127.0.0.1", "--directory", (char *)dir, "0", NULL };
+	char *const argv[] = {
+		"/usr/bin/python3", "-u",	   "-m",	"http.server", "--bind",
+		"127.0.0.1",	    "--directory", (char *)dir, "0",	       NULL
+	};
 	char *log, *at;
 	uint16_t port = 0;
 
@@ -73,20 +75,24 @@ Test(reverse, curl_through_sidetap_to_python_http_server, .timeout = 60)
 	snprintf(path, sizeof(path), "%s/big.bin", dir);
 	write_file(path, 3 << 20, 2);
 	set_upstream(python_http(&py, dir));
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, NULL }),
+	cr_assert_eq(th_sidetap_start(
+			     &st, NULL,
+			     (const char *const[]){ "--inbound-mode=reverse", upstream_arg, NULL }),
 		     0);
 	for (int i = 0; i < 3; i++) {
 		const char *name = (const char *[]){ "small.txt", "big.bin", "small.txt" }[i];
 
-		cr_assert_eq(th_sh("curl -sf -o %s/got http://127.0.0.1:%u/%s && cmp -s %s/got %s/%s",
-				   dir, st.inbound_port, name, dir, dir, name),
-			     0, "curl through sidetap: %s differs", name);
+		cr_assert_eq(
+			th_sh("curl -sf -o %s/got http://127.0.0.1:%u/%s && cmp -s %s/got %s/%s",
+			      dir, st.inbound_port, name, dir, dir, name),
+			0, "curl through sidetap: %s differs", name);
 	}
-	cr_assert_eq(th_sh("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%u/missing | grep -qx 404",
-			   st.inbound_port),
-		     0, "404 not passed through");
-	cr_assert_geq(th_metric(st.admin_port, "sidetap_connections_accepted_total{listener=\"inbound\"}"),
+	cr_assert_eq(
+		th_sh("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%u/missing | grep -qx 404",
+		      st.inbound_port),
+		0, "404 not passed through");
+	cr_assert_geq(th_metric(st.admin_port,
+				"sidetap_connections_accepted_total{listener=\"inbound\"}"),
 		      4);
 	cr_assert_eq(th_proc_stop(&st.proc, SIGTERM, 5000), 0);
 	th_proc_stop(&py, SIGTERM, 2000);
@@ -119,14 +125,16 @@ Test(reverse, curl_keepalive_through_sidetap_to_nginx, .timeout = 60)
 		"  server { listen 127.0.0.1:%u; location / { return 200 \"hello $request_uri\\n\"; } } }\n",
 		dir, dir, dir, dir, dir, dir, dir, port);
 	fclose(f);
-	cr_assert_eq(th_spawn(&ng, (char *const[]){ "/usr/sbin/nginx", "-c", conf, NULL }, NULL), 0);
+	cr_assert_eq(th_spawn(&ng, (char *const[]){ "/usr/sbin/nginx", "-c", conf, NULL }, NULL),
+		     0);
 	for (int i = 0; i < 50 && (fd = th_connect(port)) < 0; i++)
 		usleep(50000);
 	cr_assert_geq(fd, 0, "nginx did not start");
 	close(fd);
 	set_upstream(port);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, NULL }),
+	cr_assert_eq(th_sidetap_start(
+			     &st, NULL,
+			     (const char *const[]){ "--inbound-mode=reverse", upstream_arg, NULL }),
 		     0);
 	/* Twenty requests on one keep-alive connection (curl reuses it for a URL list). */
 	for (int i = 0; i < 20; i++)
@@ -139,7 +147,8 @@ Test(reverse, curl_keepalive_through_sidetap_to_nginx, .timeout = 60)
 		snprintf(want, sizeof(want), "grep -qx 'hello /r%d' %s/keepalive.out", i, dir);
 		cr_assert_eq(th_sh("%s", want), 0, "response %d missing", i);
 	}
-	cr_assert_eq(th_metric(st.admin_port, "sidetap_connections_accepted_total{listener=\"inbound\"}"),
+	cr_assert_eq(th_metric(st.admin_port,
+			       "sidetap_connections_accepted_total{listener=\"inbound\"}"),
 		     1, "curl should have reused one connection");
 	cr_assert_eq(th_proc_stop(&st.proc, SIGTERM, 5000), 0);
 	th_proc_stop(&ng, SIGQUIT, 3000);
@@ -213,8 +222,9 @@ static void gigabyte_each_way(const char *forward)
 	int lfd = th_listen(&port, 4);
 
 	set_upstream(port);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, forward, NULL }),
+	cr_assert_eq(th_sidetap_start(&st, NULL,
+				      (const char *const[]){ "--inbound-mode=reverse", upstream_arg,
+							     forward, NULL }),
 		     0);
 	c.fd = th_connect(st.inbound_port);
 	cr_assert_geq(c.fd, 0);
@@ -228,15 +238,17 @@ static void gigabyte_each_way(const char *forward)
 	cr_assert_eq(u.err, 0, "%s: upstream error %s", forward, strerror(-u.err));
 	cr_assert_eq(u.got, c.len, "%s: upstream got %lu of %lu bytes", forward,
 		     (unsigned long)u.got, (unsigned long)c.len);
-	cr_assert_eq(c.got, u.len, "%s: client got %lu of %lu bytes", forward,
-		     (unsigned long)c.got, (unsigned long)u.len);
+	cr_assert_eq(c.got, u.len, "%s: client got %lu of %lu bytes", forward, (unsigned long)c.got,
+		     (unsigned long)u.len);
 	cr_assert_eq(u.got_sum, c.sent_sum, "%s: client->upstream checksum differs", forward);
 	cr_assert_eq(c.got_sum, u.sent_sum, "%s: upstream->client checksum differs", forward);
 	if (strcmp(forward, "--forward=splice") == 0)
-		cr_assert_geq(th_metric(st.admin_port, "sidetap_splice_bytes_total{listener=\"inbound\"}"),
+		cr_assert_geq(th_metric(st.admin_port,
+					"sidetap_splice_bytes_total{listener=\"inbound\"}"),
 			      (long long)(2ULL << 30) - (1 << 20), "splice path not used");
 	if (strcmp(forward, "--forward=copy") == 0)
-		cr_assert_eq(th_metric(st.admin_port, "sidetap_splice_bytes_total{listener=\"inbound\"}"),
+		cr_assert_eq(th_metric(st.admin_port,
+				       "sidetap_splice_bytes_total{listener=\"inbound\"}"),
 			     0, "copy path spliced");
 	close(c.fd);
 	close(u.fd);
@@ -322,8 +334,9 @@ Test(reverse, thousand_concurrent_connections_all_complete, .timeout = 60)
 	srv.lfd = th_listen(&port, 4096);
 	set_upstream(port);
 	pthread_create(&th, NULL, echo_run, &srv);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, NULL }),
+	cr_assert_eq(th_sidetap_start(
+			     &st, NULL,
+			     (const char *const[]){ "--inbound-mode=reverse", upstream_arg, NULL }),
 		     0);
 	/* All open at once, then each one talks. */
 	for (unsigned i = 0; i < NCONNS; i++) {
@@ -335,7 +348,8 @@ Test(reverse, thousand_concurrent_connections_all_complete, .timeout = 60)
 		int len = snprintf(msg, sizeof(msg), "conn %u\n", i);
 
 		cr_assert_eq(th_write_all(fds[i], msg, (size_t)len), 0);
-		if (th_read_full(fds[i], got, (size_t)len, 5000) == len && memcmp(got, msg, (size_t)len) == 0)
+		if (th_read_full(fds[i], got, (size_t)len, 5000) == len &&
+		    memcmp(got, msg, (size_t)len) == 0)
 			ok++;
 	}
 	cr_assert_eq(ok, NCONNS, "only %u of %u connections echoed", ok, NCONNS);
@@ -359,14 +373,17 @@ Test(reverse, upstream_refused_client_closed_within_a_second, .timeout = 30)
 
 	close(fd);
 	set_upstream(port);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, NULL }),
+	cr_assert_eq(th_sidetap_start(
+			     &st, NULL,
+			     (const char *const[]){ "--inbound-mode=reverse", upstream_arg, NULL }),
 		     0);
 	t0 = th_now_ms();
 	/* curl: 56 (reset) or 52 (empty reply), never a hang. */
 	cr_assert_neq(th_sh("curl -s -m 5 http://127.0.0.1:%u/", st.inbound_port), 0);
-	cr_assert_lt(th_now_ms() - t0, 1000, "client waited %lu ms", (unsigned long)(th_now_ms() - t0));
-	cr_assert_eq(th_metric(st.admin_port, "sidetap_connect_errors_total{listener=\"inbound\"}"), 1);
+	cr_assert_lt(th_now_ms() - t0, 1000, "client waited %lu ms",
+		     (unsigned long)(th_now_ms() - t0));
+	cr_assert_eq(th_metric(st.admin_port, "sidetap_connect_errors_total{listener=\"inbound\"}"),
+		     1);
 	cr_assert_eq(th_proc_stop(&st.proc, SIGTERM, 5000), 0);
 }
 
@@ -378,9 +395,9 @@ Test(reverse, upstream_that_never_answers_hits_the_idle_timeout, .timeout = 30)
 	int lfd = th_listen(&port, 8), u, c, ret;
 
 	set_upstream(port);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg, "--idle-timeout=500",
-									NULL }),
+	cr_assert_eq(th_sidetap_start(&st, NULL,
+				      (const char *const[]){ "--inbound-mode=reverse", upstream_arg,
+							     "--idle-timeout=500", NULL }),
 		     0);
 	c = th_connect(st.inbound_port);
 	cr_assert_geq(c, 0);
@@ -391,11 +408,13 @@ Test(reverse, upstream_that_never_answers_hits_the_idle_timeout, .timeout = 30)
 	/* The upstream reads nothing and says nothing. */
 	ret = th_wait_close(c, 5000, NULL);
 	dt = th_now_ms() - t0;
-	cr_assert(ret == 0 || ret == -ECONNRESET, "client still open after %lu ms", (unsigned long)dt);
+	cr_assert(ret == 0 || ret == -ECONNRESET, "client still open after %lu ms",
+		  (unsigned long)dt);
 	cr_assert_geq(dt, 450);
 	cr_assert_lt(dt, 1500, "idle timeout took %lu ms", (unsigned long)dt);
 	cr_assert_eq(th_wait_close(u, 1000, NULL), 0, "upstream side not closed");
-	cr_assert_eq(th_metric(st.admin_port, "sidetap_idle_timeouts_total{listener=\"inbound\"}"), 1);
+	cr_assert_eq(th_metric(st.admin_port, "sidetap_idle_timeouts_total{listener=\"inbound\"}"),
+		     1);
 	close(c);
 	close(u);
 	close(lfd);
@@ -421,7 +440,8 @@ static void *slow_run(void *arg)
 		__atomic_store_n(&s->got_request, 1, __ATOMIC_RELEASE);
 		usleep((useconds_t)s->delay_ms * 1000);
 		memset(body, 'z', s->len);
-		snprintf(hdr, sizeof(hdr), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", s->len);
+		snprintf(hdr, sizeof(hdr), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+			 s->len);
 		th_write_all(fd, hdr, strlen(hdr));
 		th_write_all(fd, body, s->len);
 		th_wait_close(fd, 5000, NULL);
@@ -443,13 +463,14 @@ Test(reverse, sigterm_lets_requests_in_flight_complete_then_exits_0, .timeout = 
 	srv.lfd = th_listen(&port, 8);
 	set_upstream(port);
 	pthread_create(&th, NULL, slow_run, &srv);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg,
-									"--drain-timeout=10000", NULL }),
+	cr_assert_eq(th_sidetap_start(&st, NULL,
+				      (const char *const[]){ "--inbound-mode=reverse", upstream_arg,
+							     "--drain-timeout=10000", NULL }),
 		     0);
 	snprintf(out, sizeof(out), "%s/slow.out", th_tmpdir());
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/slow", st.inbound_port);
-	cr_assert_eq(th_spawn(&curl, (char *const[]){ "curl", "-sf", "-o", out, url, NULL }, NULL), 0);
+	cr_assert_eq(th_spawn(&curl, (char *const[]){ "curl", "-sf", "-o", out, url, NULL }, NULL),
+		     0);
 	for (int i = 0; i < 500 && !__atomic_load_n(&srv.got_request, __ATOMIC_ACQUIRE); i++)
 		usleep(10000);
 	cr_assert(srv.got_request, "request never reached the upstream");
@@ -474,9 +495,9 @@ Test(reverse, second_sigterm_closes_everything_at_once, .timeout = 30)
 	uint64_t t0;
 
 	set_upstream(port);
-	cr_assert_eq(th_sidetap_start(&st, NULL, (const char *const[]){ "--inbound-mode=reverse",
-									upstream_arg,
-									"--drain-timeout=60000", NULL }),
+	cr_assert_eq(th_sidetap_start(&st, NULL,
+				      (const char *const[]){ "--inbound-mode=reverse", upstream_arg,
+							     "--drain-timeout=60000", NULL }),
 		     0);
 	c = th_connect(st.inbound_port);
 	u = th_accept(lfd, 2000);

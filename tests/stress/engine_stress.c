@@ -64,7 +64,8 @@ static void *client(void *arg)
 
 	for (int r = 0; r < ROUNDS; r++) {
 		int fd = th_connect(inbound_port);
-		size_t len = 1 + (size_t)((seed * 2654435761u + (unsigned)r * 40503u) % sizeof(out));
+		size_t len =
+			1 + (size_t)((seed * 2654435761u + (unsigned)r * 40503u) % sizeof(out));
 
 		if (fd < 0) {
 			__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
@@ -74,7 +75,8 @@ static void *client(void *arg)
 		/* Several exchanges on one connection, then a half-close. */
 		for (int k = 0; k < 3; k++) {
 			if (th_write_all(fd, out, len) < 0 ||
-			    th_read_full(fd, in, len, 5000) != (ssize_t)len || memcmp(in, out, len)) {
+			    th_read_full(fd, in, len, 5000) != (ssize_t)len ||
+			    memcmp(in, out, len)) {
 				__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
 				break;
 			}
@@ -107,9 +109,16 @@ int main(void)
 
 	upstream_fd = th_listen(&port, 512);
 	snprintf(up, sizeof(up), "--inbound-upstream=127.0.0.1:%u", port);
-	char *argv[] = { "sidetap", "--inbound-addr=127.0.0.1:0", "--outbound-addr=off",
-			 "--admin-addr=127.0.0.1:0", "--inbound-mode=reverse", up, "--workers=2",
-			 "--splice-threshold=1024", "--log-level=warn", NULL };
+	char *argv[] = { "sidetap",
+			 "--inbound-addr=127.0.0.1:0",
+			 "--outbound-addr=off",
+			 "--admin-addr=127.0.0.1:0",
+			 "--inbound-mode=reverse",
+			 up,
+			 "--workers=2",
+			 "--splice-threshold=1024",
+			 "--log-level=warn",
+			 NULL };
 	if (eng_config_parse(&cfg, 9, argv, (char *[]){ NULL }, err, sizeof(err)) != 0) {
 		fprintf(stderr, "engine_stress: %s\n", err);
 		return 1;

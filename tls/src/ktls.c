@@ -15,7 +15,8 @@
 
 int tlx_ktls_probe(const char **why)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(sa);
 	int lfd, cfd = -1, ret;
 
@@ -33,8 +34,8 @@ int tlx_ktls_probe(const char **why)
 	} else {
 		/* ENOENT: the tls module is not built or cannot be loaded. */
 		if (why)
-			*why = errno == ENOENT ? "kernel has no tls module (TCP_ULP tls: ENOENT)"
-					       : strerror(errno);
+			*why = errno == ENOENT ? "kernel has no tls module (TCP_ULP tls: ENOENT)" :
+						 strerror(errno);
 		ret = 0;
 	}
 	close(cfd);

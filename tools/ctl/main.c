@@ -126,7 +126,8 @@ static void json_cstr(FILE *f, const char *s)
 
 static void json_base64(FILE *f, const void *p, size_t len)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	const unsigned char *u = p;
 	size_t i;
 
@@ -240,7 +241,8 @@ static int expand(const char *path, char ***list, size_t *n, size_t *cap)
 		return -1;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		if (*n == *cap && !(*list = realloc(*list, (*cap = *cap * 2 + 16) * sizeof(char *))))
+		if (*n == *cap &&
+		    !(*list = realloc(*list, (*cap = *cap * 2 + 16) * sizeof(char *))))
 			return -1;
 		(*list)[(*n)++] = strdup(path);
 		return 0;
@@ -256,7 +258,8 @@ static int expand(const char *path, char ***list, size_t *n, size_t *cap)
 
 		if (l < 9 || strcmp(de->d_name + l - 8, ".msgpack") != 0)
 			continue;
-		if (*n == *cap && !(*list = realloc(*list, (*cap = *cap * 2 + 16) * sizeof(char *)))) {
+		if (*n == *cap &&
+		    !(*list = realloc(*list, (*cap = *cap * 2 + 16) * sizeof(char *)))) {
 			closedir(d);
 			return -1;
 		}
@@ -302,11 +305,13 @@ static int for_each_frame(char **paths, size_t npaths, frame_cb cb, void *ctx)
 				if (count == 0 && off == 0)
 					fprintf(stderr,
 						"sidetapctl: %s: not a sidetap capture file (%s at its first byte)\n",
-						paths[i], r == -EAGAIN ? "ends inside the first frame" : why);
+						paths[i],
+						r == -EAGAIN ? "ends inside the first frame" : why);
 				else
 					fprintf(stderr,
 						"sidetapctl: %s: %s at byte %zu, after %zu frames; the rest of the file is skipped\n",
-						paths[i], r == -EAGAIN ? "truncated frame" : why, off, count);
+						paths[i], r == -EAGAIN ? "truncated frame" : why,
+						off, count);
 				ret = 1;
 				break;
 			}
@@ -323,10 +328,10 @@ static int for_each_frame(char **paths, size_t npaths, frame_cb cb, void *ctx)
 /* dump */
 
 struct filter {
-	int type;	     /* 0: any */
-	const char *host;    /* Host header or destination host */
-	int status;	     /* exact status, 0: any */
-	int status_class;    /* 1..5 for "2xx", 0: none */
+	int type; /* 0: any */
+	const char *host; /* Host header or destination host */
+	int status; /* exact status, 0: any */
+	int status_class; /* 1..5 for "2xx", 0: none */
 };
 
 static bool header_get(const struct tap_http_msg *m, const char *name, struct tap_str *out)
@@ -334,7 +339,8 @@ static bool header_get(const struct tap_http_msg *m, const char *name, struct ta
 	size_t n = strlen(name);
 
 	for (uint32_t i = 0; i < m->nheaders; i++) {
-		if (m->headers[i].name.len == n && strncasecmp(m->headers[i].name.p, name, n) == 0) {
+		if (m->headers[i].name.len == n &&
+		    strncasecmp(m->headers[i].name.p, name, n) == 0) {
 			*out = m->headers[i].value;
 			return true;
 		}
@@ -425,8 +431,9 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 		return;
 	fputs("{\"id\":", o);
 	json_cstr(o, tap_frame_id(f, id, sizeof(id)));
-	fprintf(o, ",\"v\":%u,\"type\":\"%s\",\"gen\":\"%016lx\",\"worker\":%u,\"seq\":%lu,"
-		   "\"conn_id\":%lu,\"ts\":%lu,\"listener\":\"%s\",",
+	fprintf(o,
+		",\"v\":%u,\"type\":\"%s\",\"gen\":\"%016lx\",\"worker\":%u,\"seq\":%lu,"
+		"\"conn_id\":%lu,\"ts\":%lu,\"listener\":\"%s\",",
 		f->version, tap_frame_type_name(f->type), (unsigned long)f->gen, f->worker,
 		(unsigned long)f->seq, (unsigned long)f->conn_id, (unsigned long)f->ts_ns,
 		tap_listener_name(f->listener));
@@ -439,8 +446,10 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 	case TAP_FRAME_CONN:
 		fprintf(o, ",\"event\":\"%s\"", f->conn.event == TAP_CONN_OPEN ? "open" : "close");
 		if (f->conn.event == TAP_CONN_CLOSE)
-			fprintf(o, ",\"proto\":\"%s\",\"reason\":\"%s\",\"bytes_c2u\":%lu,\"bytes_u2c\":%lu,\"open_ts\":%lu",
-				tap_proto_name(f->conn.proto), tap_close_reason_name(f->conn.reason),
+			fprintf(o,
+				",\"proto\":\"%s\",\"reason\":\"%s\",\"bytes_c2u\":%lu,\"bytes_u2c\":%lu,\"open_ts\":%lu",
+				tap_proto_name(f->conn.proto),
+				tap_close_reason_name(f->conn.reason),
 				(unsigned long)f->conn.bytes_c2u, (unsigned long)f->conn.bytes_u2c,
 				(unsigned long)f->conn.open_ts_ns);
 		break;
@@ -471,7 +480,8 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 			fprintf(o, ",\"resp_start\":%lu,\"resp_end\":%lu",
 				(unsigned long)f->http.resp_start, (unsigned long)f->http.resp_end);
 		fputs("},\"flags\":[", o);
-		for (unsigned b = 0; b < sizeof(http_flag_names) / sizeof(http_flag_names[0]); b++) {
+		for (unsigned b = 0; b < sizeof(http_flag_names) / sizeof(http_flag_names[0]);
+		     b++) {
 			if (f->http.flags & (1u << b)) {
 				fprintf(o, "%s\"%s\"", first ? "" : ",", http_flag_names[b]);
 				first = false;
@@ -480,7 +490,8 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 		fputc(']', o);
 		if (f->http.flags & TAP_HTTP_F_DESYNC)
 			fprintf(o, ",\"desync_off\":%lu,\"desync_dir\":\"%s\"",
-				(unsigned long)f->http.desync_off, tap_dir_name(f->http.desync_dir));
+				(unsigned long)f->http.desync_off,
+				tap_dir_name(f->http.desync_dir));
 		break;
 	}
 	case TAP_FRAME_TCP:
@@ -564,7 +575,8 @@ static void har_url(FILE *o, const struct tap_frame *f)
 	size_t n;
 
 	/* Absolute-form targets (requests to a forward proxy) are URLs already. */
-	if (t.len > 7 && (strncasecmp(t.p, "http://", 7) == 0 || strncasecmp(t.p, "https://", 8) == 0)) {
+	if (t.len > 7 &&
+	    (strncasecmp(t.p, "http://", 7) == 0 || strncasecmp(t.p, "https://", 8) == 0)) {
 		json_str(o, t.p, t.len);
 		return;
 	}
@@ -580,7 +592,8 @@ static void har_url(FILE *o, const struct tap_frame *f)
 	if (str_ieq(f->http.req.method, "CONNECT"))
 		n = (size_t)snprintf(url, n, "http://%.*s", (int)t.len, t.p);
 	else
-		n = (size_t)snprintf(url, n, "http://%.*s%.*s", (int)host.len, host.p, (int)t.len, t.p);
+		n = (size_t)snprintf(url, n, "http://%.*s%.*s", (int)host.len, host.p, (int)t.len,
+				     t.p);
 	json_str(o, url, n);
 	free(url);
 }
@@ -665,7 +678,8 @@ static void har_frame(void *ctx, const struct tap_frame *f)
 	json_str(o, host_part(f->upstream).p, host_part(f->upstream).len);
 	fprintf(o, ",\"connection\":\"%lu\",\"_sidetap\":{\"id\":", (unsigned long)f->conn_id);
 	json_cstr(o, tap_frame_id(f, id, sizeof(id)));
-	fprintf(o, ",\"listener\":\"%s\",\"request_body_truncated\":%s,\"response_body_truncated\":%s,\"flags\":%u}}",
+	fprintf(o,
+		",\"listener\":\"%s\",\"request_body_truncated\":%s,\"response_body_truncated\":%s,\"flags\":%u}}",
 		tap_listener_name(f->listener), rq->body_truncated ? "true" : "false",
 		rs->body_truncated ? "true" : "false", f->http.flags);
 }
@@ -788,11 +802,11 @@ static int stats_admin(const char *addr)
 		       metric_sum(m, "sidetap_connections_active", l),
 		       metric_sum(m, "sidetap_connections_closed_total", l),
 		       metric_sum(m, "sidetap_bytes_total",
-				  k ? "listener=\"outbound\",direction=\"client_to_upstream\""
-				    : "listener=\"inbound\",direction=\"client_to_upstream\""),
+				  k ? "listener=\"outbound\",direction=\"client_to_upstream\"" :
+				      "listener=\"inbound\",direction=\"client_to_upstream\""),
 		       metric_sum(m, "sidetap_bytes_total",
-				  k ? "listener=\"outbound\",direction=\"upstream_to_client\""
-				    : "listener=\"inbound\",direction=\"upstream_to_client\""));
+				  k ? "listener=\"outbound\",direction=\"upstream_to_client\"" :
+				      "listener=\"inbound\",direction=\"upstream_to_client\""));
 	}
 	printf("  errors: connect %.0f, connect timeouts %.0f, resets %.0f, loop guard %.0f, accept %.0f\n",
 	       metric_sum(m, "sidetap_connect_errors_total", NULL),
@@ -936,7 +950,9 @@ static int cmd_paths(int argc, char **argv, bool dump)
 			else if (strcmp(v, "tls") == 0)
 				flt.type = TAP_FRAME_TLS;
 			else {
-				fprintf(stderr, "sidetapctl dump: --type: invalid value '%s': accepted: conn, http, tcp, tls\n", v);
+				fprintf(stderr,
+					"sidetapctl dump: --type: invalid value '%s': accepted: conn, http, tcp, tls\n",
+					v);
 				return 2;
 			}
 			continue;
@@ -949,18 +965,22 @@ static int cmd_paths(int argc, char **argv, bool dump)
 			char *end;
 			long s = strtol(v, &end, 10);
 
-			if (strlen(v) == 3 && v[0] >= '1' && v[0] <= '5' && strcmp(v + 1, "xx") == 0) {
+			if (strlen(v) == 3 && v[0] >= '1' && v[0] <= '5' &&
+			    strcmp(v + 1, "xx") == 0) {
 				flt.status_class = v[0] - '0';
 			} else if (*end == '\0' && end != v && s >= 100 && s <= 999) {
 				flt.status = (int)s;
 			} else {
-				fprintf(stderr, "sidetapctl dump: --status: invalid value '%s': a status (200) or a class (2xx)\n", v);
+				fprintf(stderr,
+					"sidetapctl dump: --status: invalid value '%s': a status (200) or a class (2xx)\n",
+					v);
 				return 2;
 			}
 			continue;
 		}
 		if (argv[i][0] == '-' && argv[i][1] == '-') {
-			fprintf(stderr, "sidetapctl %s: unknown flag '%s' (see sidetapctl %s --help)\n",
+			fprintf(stderr,
+				"sidetapctl %s: unknown flag '%s' (see sidetapctl %s --help)\n",
 				argv[0], argv[i], argv[0]);
 			return 2;
 		}
@@ -1005,7 +1025,8 @@ static int cmd_stats(int argc, char **argv)
 		} else if ((v = flag_value(argc, argv, &i, "--ring"))) {
 			ring = v;
 		} else {
-			fprintf(stderr, "sidetapctl stats: unexpected argument '%s' (see sidetapctl stats --help)\n",
+			fprintf(stderr,
+				"sidetapctl stats: unexpected argument '%s' (see sidetapctl stats --help)\n",
 				argv[i]);
 			return 2;
 		}
@@ -1029,7 +1050,8 @@ int main(int argc, char **argv)
 		return cmd_paths(argc - 1, argv + 1, false);
 	if (strcmp(argv[1], "stats") == 0)
 		return cmd_stats(argc - 1, argv + 1);
-	fprintf(stderr, "sidetapctl: unknown command '%s' (commands: dump, har, stats; see sidetapctl --help)\n",
+	fprintf(stderr,
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }

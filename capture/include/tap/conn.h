@@ -16,10 +16,10 @@
 #include "tap/frame.h"
 
 struct tap_conn_cfg {
-	uint32_t body_limit;   /* bytes of each body kept (--capture-body-limit) */
+	uint32_t body_limit; /* bytes of each body kept (--capture-body-limit) */
 	uint32_t header_limit; /* bytes of each message's head kept (--capture-header-limit) */
-	uint32_t max_pending;  /* pipelined requests waiting for a response before capture desyncs */
-	uint32_t tcp_chunk;    /* largest data of one tcp frame; longer slices are split */
+	uint32_t max_pending; /* pipelined requests waiting for a response before capture desyncs */
+	uint32_t tcp_chunk; /* largest data of one tcp frame; longer slices are split */
 };
 
 /* Defaults: 1 MiB bodies, 64 KiB heads, 64 pending requests, 64 KiB tcp chunks. */

@@ -71,13 +71,13 @@ enum tap_close_reason {
 struct tap_http_msg {
 	struct tap_str method; /* request */
 	struct tap_str target; /* request */
-	uint16_t status;       /* response */
+	uint16_t status; /* response */
 	struct tap_str reason; /* response */
 	uint8_t version_major, version_minor;
 	const struct tap_header *headers;
 	uint32_t nheaders;
 	struct tap_str body; /* de-chunked, at most the body limit */
-	uint64_t body_size;  /* the body's full decoded length */
+	uint64_t body_size; /* the body's full decoded length */
 	bool body_truncated;
 	bool chunked;
 	uint16_t informational[TAP_INFORMATIONAL_MAX]; /* response: 1xx seen before it */
@@ -100,7 +100,7 @@ struct tap_frame {
 			uint8_t proto; /* enum tap_proto (close) */
 			enum tap_close_reason reason; /* close */
 			uint64_t bytes_c2u, bytes_u2c; /* close */
-			uint64_t open_ts_ns;	      /* close */
+			uint64_t open_ts_ns; /* close */
 		} conn;
 		struct {
 			uint64_t pair;
@@ -108,8 +108,8 @@ struct tap_frame {
 			struct tap_http_msg resp;
 			bool has_resp;
 			uint64_t req_start, req_end, resp_start, resp_end; /* ns since the epoch */
-			uint32_t flags;					   /* TAP_HTTP_F_* */
-			uint64_t desync_off;				   /* with TAP_HTTP_F_DESYNC */
+			uint32_t flags; /* TAP_HTTP_F_* */
+			uint64_t desync_off; /* with TAP_HTTP_F_DESYNC */
 			enum tap_dir desync_dir;
 		} http;
 		struct {
@@ -122,8 +122,8 @@ struct tap_frame {
 
 /* Names used in the format and in logs. */
 const char *tap_frame_type_name(enum tap_frame_type type);
-const char *tap_dir_name(enum tap_dir dir);			/* "c2u", "u2c" */
-const char *tap_listener_name(enum tap_listener listener);	/* "inbound", "outbound" */
+const char *tap_dir_name(enum tap_dir dir); /* "c2u", "u2c" */
+const char *tap_listener_name(enum tap_listener listener); /* "inbound", "outbound" */
 const char *tap_close_reason_name(enum tap_close_reason reason); /* "eof", "reset", ... */
 
 /*

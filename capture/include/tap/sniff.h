@@ -7,9 +7,9 @@
 
 enum tap_proto {
 	TAP_PROTO_UNKNOWN = 0, /* too few bytes to tell yet */
-	TAP_PROTO_HTTP1,       /* an HTTP/1.x request line */
-	TAP_PROTO_TLS,         /* a TLS handshake record (ClientHello) */
-	TAP_PROTO_OTHER,       /* anything else: captured as a raw stream */
+	TAP_PROTO_HTTP1, /* an HTTP/1.x request line */
+	TAP_PROTO_TLS, /* a TLS handshake record (ClientHello) */
+	TAP_PROTO_OTHER, /* anything else: captured as a raw stream */
 };
 
 /*

@@ -19,7 +19,7 @@ enum eng_listener_kind {
 
 enum eng_mode {
 	ENG_MODE_TRANSPARENT = 0, /* destination from SO_ORIGINAL_DST */
-	ENG_MODE_REVERSE,	  /* fixed upstream */
+	ENG_MODE_REVERSE, /* fixed upstream */
 };
 
 enum eng_forward {
@@ -51,11 +51,11 @@ struct eng_config {
 	unsigned max_connections; /* per worker */
 	unsigned splice_threshold; /* auto: bytes a direction moves before it may splice */
 	bool capture;
-	unsigned capture_body_limit;   /* bytes of each HTTP body kept */
+	unsigned capture_body_limit; /* bytes of each HTTP body kept */
 	unsigned capture_header_limit; /* bytes of each HTTP message head kept */
 	char ring_path[256];
 	uint64_t ring_size; /* bytes, all workers' rings together */
-	bool uploader;	    /* start and supervise sidetap-uploader */
+	bool uploader; /* start and supervise sidetap-uploader */
 	char sink[512];
 	enum eng_log_level log_level;
 	bool help;

@@ -24,10 +24,10 @@ extern enum eng_log_level eng_log_threshold;
 void eng_log(enum eng_log_level level, const char *msg, const char *fields, ...)
 	__attribute__((format(printf, 3, 4)));
 
-#define ENG_LOG(level, msg, ...)                                                                   \
-	do {                                                                                       \
-		if ((level) <= eng_log_threshold)                                                  \
-			eng_log((level), (msg), __VA_ARGS__);                                      \
+#define ENG_LOG(level, msg, ...)                              \
+	do {                                                  \
+		if ((level) <= eng_log_threshold)             \
+			eng_log((level), (msg), __VA_ARGS__); \
 	} while (0)
 
 /* A rate limit for one call site, owned by one thread. Zero-initialise. */

@@ -612,8 +612,8 @@ Test(tap_frame, check_accepts_every_sample_and_refuses_every_truncation)
 		sample(i, &f);
 		buf = encode(&f, &len);
 		guard_init(&g, len + 1);
-		cr_assert_eq(tap_frame_check(guard_put(&g, buf, len), len, &why), 0, "sample %d: %s",
-			     i, why);
+		cr_assert_eq(tap_frame_check(guard_put(&g, buf, len), len, &why), 0,
+			     "sample %d: %s", i, why);
 		for (size_t k = 0; k < len; k++) {
 			if (!sample_is_small(i) && k > 4096 && k + 4096 < len && k % 61)
 				continue;
@@ -656,14 +656,16 @@ Test(tap_frame, check_refuses_what_is_not_a_frame_and_says_why)
 	cr_assert_eq(tap_frame_check(B(""), &why), -EBADMSG);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why = NULL;
-		cr_expect_eq(tap_frame_check(bad[i].bytes, bad[i].len, &why), -EBADMSG, "case %zu", i);
+		cr_expect_eq(tap_frame_check(bad[i].bytes, bad[i].len, &why), -EBADMSG, "case %zu",
+			     i);
 		cr_expect_str_eq(why ? why : "(none)", bad[i].why, "case %zu", i);
 	}
 	cr_assert_eq(tap_frame_check(B("\x83\xa1v\x01\xa4type\xa3tcp\xa2id\xa1x"), &why), 0,
 		     "the minimal shape passes: %s", why);
 	/* As the decoder does: v in any unsigned encoding, keys that are not strings skipped. */
-	cr_assert_eq(tap_frame_check(B("\x84\x07\x07\xa1v\xcc\x01\xa4type\xa3tcp\xa2id\xa1x"), &why),
-		     0, "%s", why);
+	cr_assert_eq(
+		tap_frame_check(B("\x84\x07\x07\xa1v\xcc\x01\xa4type\xa3tcp\xa2id\xa1x"), &why), 0,
+		"%s", why);
 }
 
 Test(tap_frame, several_frames_in_one_buffer_decode_in_turn)

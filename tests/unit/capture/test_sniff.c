@@ -30,7 +30,8 @@ Test(tap_sniff, other_protocols)
 	cr_expect_eq(tap_sniff("*1\r\n$4\r\nPING\r\n", 14), TAP_PROTO_OTHER, "redis");
 	cr_expect_eq(tap_sniff(pg, sizeof(pg)), TAP_PROTO_OTHER, "postgres");
 	cr_expect_eq(tap_sniff("GETX / HTTP/1.1", 15), TAP_PROTO_OTHER);
-	cr_expect_eq(tap_sniff("get / HTTP/1.1", 14), TAP_PROTO_OTHER, "methods are case-sensitive");
+	cr_expect_eq(tap_sniff("get / HTTP/1.1", 14), TAP_PROTO_OTHER,
+		     "methods are case-sensitive");
 	cr_expect_eq(tap_sniff("\x16\x02\x00", 3), TAP_PROTO_OTHER, "SSLv2-style version");
 }
 

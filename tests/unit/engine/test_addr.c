@@ -43,16 +43,28 @@ Test(eng_addr, port_zero_only_when_allowed)
 Test(eng_addr, rejects_malformed_input_with_a_reason)
 {
 	static const char *const bad[] = {
-		"",	     ":80",	   "1.2.3.4",	  "1.2.3.4:",	 "1.2.3.4:x",
-		"1.2.3.4:-1", "1.2.3.4:65536", "1.2.3.4:+80", "[::1]",	 "[::1]80",
-		"::1:80",     "[zz::1]:80",  "[]:80",	  "1.2.3.4:80 ", "1.2.3.4:99999999999999999999",
+		"",
+		":80",
+		"1.2.3.4",
+		"1.2.3.4:",
+		"1.2.3.4:x",
+		"1.2.3.4:-1",
+		"1.2.3.4:65536",
+		"1.2.3.4:+80",
+		"[::1]",
+		"[::1]80",
+		"::1:80",
+		"[zz::1]:80",
+		"[]:80",
+		"1.2.3.4:80 ",
+		"1.2.3.4:99999999999999999999",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *why = NULL;
 
-		cr_expect_eq(eng_addr_parse(bad[i], false, true, &a, &why), -EINVAL, "'%s' accepted",
-			     bad[i]);
+		cr_expect_eq(eng_addr_parse(bad[i], false, true, &a, &why), -EINVAL,
+			     "'%s' accepted", bad[i]);
 		cr_expect(why && why[0], "'%s' has no reason", bad[i]);
 	}
 }

@@ -82,23 +82,24 @@ Test(eng_config, capture_flags_are_applied)
 	cr_assert_eq(cfg.ring_size, 1ull << 30);
 	cr_assert_not(cfg.uploader);
 	cr_assert_str_eq(cfg.sink, "file:/var/capture");
-	cr_assert_eq(parse(ARGV("--capture-body-limit", "0", "--ring-size", "512k"), NOENV), 0, "%s",
-		     err);
+	cr_assert_eq(parse(ARGV("--capture-body-limit", "0", "--ring-size", "512k"), NOENV), 0,
+		     "%s", err);
 	cr_assert_eq(cfg.capture_body_limit, 0);
 	cr_assert_eq(cfg.ring_size, 512 << 10);
 }
 
 Test(eng_config, every_flag_is_applied)
 {
-	cr_assert_eq(parse(ARGV("--inbound-addr", "127.0.0.1:5143,[::1]:5143", "--inbound-mode",
-				"reverse", "--inbound-upstream", "127.0.0.1:8080",
-				"--outbound-addr=127.0.0.1:5140", "--outbound-mode=reverse",
-				"--outbound-upstream=[::1]:9090", "--admin-addr", "127.0.0.1:5191",
-				"--workers", "3", "--forward", "splice", "--splice-threshold", "4096",
-				"--connect-timeout", "250", "--idle-timeout", "0", "--drain-timeout",
-				"1500", "--max-connections", "77", "--log-level", "debug"),
-			   NOENV),
-		     0, "%s", err);
+	cr_assert_eq(
+		parse(ARGV("--inbound-addr", "127.0.0.1:5143,[::1]:5143", "--inbound-mode",
+			   "reverse", "--inbound-upstream", "127.0.0.1:8080",
+			   "--outbound-addr=127.0.0.1:5140", "--outbound-mode=reverse",
+			   "--outbound-upstream=[::1]:9090", "--admin-addr", "127.0.0.1:5191",
+			   "--workers", "3", "--forward", "splice", "--splice-threshold", "4096",
+			   "--connect-timeout", "250", "--idle-timeout", "0", "--drain-timeout",
+			   "1500", "--max-connections", "77", "--log-level", "debug"),
+		      NOENV),
+		0, "%s", err);
 	cr_assert_eq(cfg.listen[ENG_INBOUND].naddrs, 2);
 	addr_is(&cfg.listen[ENG_INBOUND].addrs[0], "127.0.0.1:5143");
 	addr_is(&cfg.listen[ENG_INBOUND].addrs[1], "[::1]:5143");
@@ -138,9 +139,12 @@ Test(eng_config, forward_and_workers_keywords)
 
 Test(eng_config, sidetap_env_names_apply_and_flags_win)
 {
-	char *const env[] = { "SIDETAP_INBOUND_ADDR=127.0.0.1:6143", "SIDETAP_WORKERS=5",
-			      "SIDETAP_FORWARD=copy", "SIDETAP_IDLE_TIMEOUT=1234",
-			      "SIDETAP_ADMIN_ADDR=off", NULL };
+	char *const env[] = { "SIDETAP_INBOUND_ADDR=127.0.0.1:6143",
+			      "SIDETAP_WORKERS=5",
+			      "SIDETAP_FORWARD=copy",
+			      "SIDETAP_IDLE_TIMEOUT=1234",
+			      "SIDETAP_ADMIN_ADDR=off",
+			      NULL };
 
 	cr_assert_eq(parse(ARGV("--workers", "2"), env), 0, "%s", err);
 	addr_is(&cfg.listen[ENG_INBOUND].addrs[0], "127.0.0.1:6143");
@@ -197,10 +201,10 @@ Test(eng_config, goproxy_ipv6_reverse_host_gets_brackets)
 
 Test(eng_config, upstream_host_names_resolve)
 {
-	cr_assert_eq(parse(ARGV("--inbound-mode", "reverse", "--inbound-upstream",
-				"localhost:8080"),
-			   NOENV),
-		     0, "%s", err);
+	cr_assert_eq(
+		parse(ARGV("--inbound-mode", "reverse", "--inbound-upstream", "localhost:8080"),
+		      NOENV),
+		0, "%s", err);
 	cr_assert_eq(eng_addr_port(&cfg.listen[ENG_INBOUND].upstream), 8080);
 }
 
@@ -217,19 +221,45 @@ Test(eng_config, help_and_version)
 Test(eng_config, usage_lists_every_flag_with_env_and_default)
 {
 	static const char *const want[] = {
-		"--inbound-addr",     "SIDETAP_INBOUND_ADDR",	  "0.0.0.0:4143",
-		"--inbound-mode",     "SIDETAP_INBOUND_MODE",	  "--inbound-upstream",
-		"--outbound-addr",    "SIDETAP_OUTBOUND_ADDR",	  "127.0.0.1:4140",
-		"--outbound-mode",    "--outbound-upstream",	  "--admin-addr",
-		"0.0.0.0:4191",	      "--workers",		  "--forward",
-		"auto|splice|copy",   "--splice-threshold",	  "--connect-timeout",
-		"--idle-timeout",     "--drain-timeout",	  "--max-connections",
-		"--log-level",	      "SIDETAP_LOG_LEVEL",	  "PROXY_TYPE",
-		"PROXY_IN_PORT",      "PROXY_OUT_PORT",		  "REVERSE_PROXY_HOST",
-		"REVERSE_PROXY_PORT", "LOG_LEVEL",		  "SIGTERM",
-		"--capture",	      "--capture-body-limit",	  "--capture-header-limit",
-		"--ring",	      "SIDETAP_RING",		  "--ring-size",
-		"--uploader",	      "--sink",			  "file:./sidetap-capture",
+		"--inbound-addr",
+		"SIDETAP_INBOUND_ADDR",
+		"0.0.0.0:4143",
+		"--inbound-mode",
+		"SIDETAP_INBOUND_MODE",
+		"--inbound-upstream",
+		"--outbound-addr",
+		"SIDETAP_OUTBOUND_ADDR",
+		"127.0.0.1:4140",
+		"--outbound-mode",
+		"--outbound-upstream",
+		"--admin-addr",
+		"0.0.0.0:4191",
+		"--workers",
+		"--forward",
+		"auto|splice|copy",
+		"--splice-threshold",
+		"--connect-timeout",
+		"--idle-timeout",
+		"--drain-timeout",
+		"--max-connections",
+		"--log-level",
+		"SIDETAP_LOG_LEVEL",
+		"PROXY_TYPE",
+		"PROXY_IN_PORT",
+		"PROXY_OUT_PORT",
+		"REVERSE_PROXY_HOST",
+		"REVERSE_PROXY_PORT",
+		"LOG_LEVEL",
+		"SIGTERM",
+		"--capture",
+		"--capture-body-limit",
+		"--capture-header-limit",
+		"--ring",
+		"SIDETAP_RING",
+		"--ring-size",
+		"--uploader",
+		"--sink",
+		"file:./sidetap-capture",
 	};
 	char *text = NULL;
 	size_t len;
@@ -286,19 +316,12 @@ Test(eng_config, bad_values_name_flag_value_and_what_is_accepted)
 
 Test(eng_config, bad_env_values_name_the_variable)
 {
-	FAILS(NOARGS, ENV("SIDETAP_WORKERS=x"),
-	      "SIDETAP_WORKERS", "'x'", "auto or 1 to 256");
-	FAILS(NOARGS, ENV("PROXY_TYPE=dual"),
-	      "PROXY_TYPE", "'dual'", "transparent, reverse");
-	FAILS(NOARGS, ENV("PROXY_IN_PORT=http"),
-	      "PROXY_IN_PORT", "'http'", "1 to 65535");
-	FAILS(NOARGS, ENV("PROXY_OUT_PORT=0"),
-	      "PROXY_OUT_PORT", "1 to 65535");
-	FAILS(NOARGS,
-	      ENV("REVERSE_PROXY_HOST=127.0.0.1"), "REVERSE_PROXY_PORT",
-	      "set both");
-	FAILS(NOARGS, ENV("LOG_LEVEL=chatty"),
-	      "LOG_LEVEL", "'chatty'");
+	FAILS(NOARGS, ENV("SIDETAP_WORKERS=x"), "SIDETAP_WORKERS", "'x'", "auto or 1 to 256");
+	FAILS(NOARGS, ENV("PROXY_TYPE=dual"), "PROXY_TYPE", "'dual'", "transparent, reverse");
+	FAILS(NOARGS, ENV("PROXY_IN_PORT=http"), "PROXY_IN_PORT", "'http'", "1 to 65535");
+	FAILS(NOARGS, ENV("PROXY_OUT_PORT=0"), "PROXY_OUT_PORT", "1 to 65535");
+	FAILS(NOARGS, ENV("REVERSE_PROXY_HOST=127.0.0.1"), "REVERSE_PROXY_PORT", "set both");
+	FAILS(NOARGS, ENV("LOG_LEVEL=chatty"), "LOG_LEVEL", "'chatty'");
 }
 
 Test(eng_config, flag_errors_name_the_problem)
@@ -310,7 +333,8 @@ Test(eng_config, flag_errors_name_the_problem)
 
 Test(eng_config, mode_and_upstream_must_agree)
 {
-	FAILS(ARGV("--inbound-mode", "reverse"), NOENV, "--inbound-mode reverse needs --inbound-upstream");
+	FAILS(ARGV("--inbound-mode", "reverse"), NOENV,
+	      "--inbound-mode reverse needs --inbound-upstream");
 	FAILS(ARGV("--outbound-mode", "reverse"), NOENV,
 	      "--outbound-mode reverse needs --outbound-upstream");
 	FAILS(ARGV("--inbound-upstream", "127.0.0.1:80"), NOENV,

@@ -20,8 +20,8 @@ static const char *const modes[] = { "--forward=copy", "--forward=splice", "--fo
 
 struct fixture {
 	struct th_eng eng;
-	int lfd;	/* upstream listener */
-	uint16_t port;	/* its port */
+	int lfd; /* upstream listener */
+	uint16_t port; /* its port */
 	char upstream[64];
 };
 
@@ -247,8 +247,10 @@ Test(eng_conn, max_connections_closes_new_ones_and_keeps_old_ones)
 		close(u[i]);
 	}
 	close(c[2]);
-	cr_assert_eq(metric(&f, "sidetap_connections_rejected_total{listener=\"inbound\",reason=\"max_connections\"}"),
-		     1);
+	cr_assert_eq(
+		metric(&f,
+		       "sidetap_connections_rejected_total{listener=\"inbound\",reason=\"max_connections\"}"),
+		1);
 	cr_assert_eq(th_eng_stop(&f.eng, 1000), 0);
 }
 
@@ -316,10 +318,14 @@ Test(eng_conn, bytes_are_counted_per_direction)
 	cr_assert_eq(th_read_full(u, buf, 1000, 2000), 1000);
 	cr_assert_eq(th_write_all(u, buf, 3000), 0);
 	cr_assert_eq(th_read_full(c, buf, 3000, 2000), 3000);
-	cr_assert_eq(metric(&f, "sidetap_bytes_total{listener=\"inbound\",direction=\"client_to_upstream\"}"),
-		     1000);
-	cr_assert_eq(metric(&f, "sidetap_bytes_total{listener=\"inbound\",direction=\"upstream_to_client\"}"),
-		     3000);
+	cr_assert_eq(
+		metric(&f,
+		       "sidetap_bytes_total{listener=\"inbound\",direction=\"client_to_upstream\"}"),
+		1000);
+	cr_assert_eq(
+		metric(&f,
+		       "sidetap_bytes_total{listener=\"inbound\",direction=\"upstream_to_client\"}"),
+		3000);
 	cr_assert_eq(metric(&f, "sidetap_connections_active{listener=\"inbound\"}"), 1);
 	close(c);
 	close(u);
@@ -367,8 +373,8 @@ Test(eng_conn, drain_stops_accepting_and_lets_open_connections_finish)
 		close(late);
 	}
 	/* Refused, or reset when the SYN raced the listener's close. */
-	cr_assert(late == -ECONNREFUSED || late == -ECONNRESET, "still accepting while draining: %s",
-		  late >= 0 ? "connected" : strerror(-late));
+	cr_assert(late == -ECONNREFUSED || late == -ECONNRESET,
+		  "still accepting while draining: %s", late >= 0 ? "connected" : strerror(-late));
 	/* The open connection still works both ways. */
 	cr_assert_eq(th_write_all(c, "ping", 4), 0);
 	cr_assert_eq(th_read_full(u, buf, 4, 2000), 4);
@@ -425,7 +431,8 @@ Test(eng_conn, loop_guard_closes_connections_not_redirected_to_a_transparent_lis
 
 static int v6_socket(uint16_t port, bool listen_it, uint16_t *bound)
 {
-	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(port),
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6,
+				   .sin6_port = htons(port),
 				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -433,8 +440,8 @@ static int v6_socket(uint16_t port, bool listen_it, uint16_t *bound)
 	if (fd < 0)
 		return -errno;
 	if (listen_it ? bind(fd, (struct sockaddr *)&sa, len) || listen(fd, 8) ||
-				getsockname(fd, (struct sockaddr *)&sa, &len)
-		      : connect(fd, (struct sockaddr *)&sa, len)) {
+				getsockname(fd, (struct sockaddr *)&sa, &len) :
+			connect(fd, (struct sockaddr *)&sa, len)) {
 		int ret = -errno;
 
 		close(fd);
