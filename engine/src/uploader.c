@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 
 #define ENG_UPLOADER_BACKOFF_MIN_MS 100
 #define ENG_UPLOADER_BACKOFF_MAX_MS 10000
+#define ENG_UPLOADER_NICE 10
 /* An uploader that ran this long is healthy again: the back-off starts over. */
 #define ENG_UPLOADER_STABLE_MS 30000
 
@@ -58,6 +60,8 @@ static int spawn(struct eng_engine *e, bool once)
 		setpgid(0, 0);
 		/* sidetap killed outright: the uploader drains what is left and exits. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		/* Capture is best-effort, forwarding is not: on a busy core the proxy goes first. */
+		setpriority(PRIO_PROCESS, 0, ENG_UPLOADER_NICE);
 		if (getppid() != parent)
 			_exit(0);
 		execvp(path, argv);
