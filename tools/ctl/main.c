@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sidetapctl: the user's tool. Reads captures (dump as JSON lines, har as
- * HAR 1.2) and shows counters (stats, from the admin endpoint or the ring).
+ * HAR 1.2), shows counters (stats, from the admin endpoint or the ring), and
+ * makes the CA that TLS unwrapping mints certificates with (ca create).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -23,6 +24,8 @@
 #include "tap/frame.h"
 #include "tap/ring.h"
 #include "tap/sniff.h"
+#include "tap/tls_hello.h"
+#include "tlx/tls.h"
 
 /* JSON output */
 
@@ -865,6 +868,7 @@ static void usage(FILE *o)
 	      "  dump PATH...    captured frames as JSON lines (files, or directories of segments)\n"
 	      "  har PATH...     the HTTP pairs as HAR 1.2 (devtools, HAR viewers)\n"
 	      "  stats           connections, pairs and drops of a running sidetap\n"
+	      "  ca create       a CA for TLS unwrapping (ca.crt, ca.key)\n"
 	      "\n"
 	      "sidetapctl COMMAND --help describes each.\n",
 	      o);
@@ -904,6 +908,22 @@ static void usage_stats(FILE *o)
 	      "Shows a running sidetap's connections, bytes, errors and capture counters, read\n"
 	      "from its admin endpoint (default 127.0.0.1:4191), or the counters of a ring file\n"
 	      "(--ring, e.g. /dev/shm/sidetap.ring) when there is no admin endpoint.\n",
+	      o);
+}
+
+static void usage_ca(FILE *o)
+{
+	fputs("usage: sidetapctl ca create --out DIR [--name CN] [--days N]\n"
+	      "\n"
+	      "Creates the CA that sidetap mints server certificates with when it unwraps TLS:\n"
+	      "DIR/ca.key (ECDSA P-256, PEM, mode 0600) and DIR/ca.crt (self-signed, CA:TRUE,\n"
+	      "mode 0644). Clients whose TLS sidetap unwraps must trust ca.crt; keep ca.key\n"
+	      "secret (a Kubernetes Secret, one CA per cluster). Existing files are never\n"
+	      "overwritten. DIR is created (mode 0700) when it does not exist.\n"
+	      "\n"
+	      "  --out DIR       where to write ca.crt and ca.key\n"
+	      "  --name CN       the CA's common name (default \"sidetap CA\"; at most 64 bytes)\n"
+	      "  --days N        how long the CA is valid, 1 to 36500 (default 365)\n",
 	      o);
 }
 
@@ -1034,6 +1054,82 @@ static int cmd_stats(int argc, char **argv)
 	return ring ? stats_ring(ring) : stats_admin(admin);
 }
 
+static int cmd_ca_create(int argc, char **argv)
+{
+	const char *out = NULL, *name = NULL, *v;
+	unsigned long days = 365;
+	char err[1024];
+	int ret;
+
+	for (int i = 1; i < argc; i++) {
+		if (is_help(argv[i])) {
+			usage_ca(stdout);
+			return 0;
+		}
+		if ((v = flag_value(argc, argv, &i, "--out"))) {
+			out = v;
+		} else if ((v = flag_value(argc, argv, &i, "--name"))) {
+			name = v;
+		} else if ((v = flag_value(argc, argv, &i, "--days"))) {
+			char *end;
+
+			errno = 0;
+			days = strtoul(v, &end, 10);
+			if (errno || end == v || *end || v[0] == '-' || days < 1 || days > 36500) {
+				fprintf(stderr,
+					"sidetapctl ca create: --days: invalid value '%s': a number of days from 1 to 36500\n",
+					v);
+				return 2;
+			}
+		} else {
+			fprintf(stderr,
+				"sidetapctl ca create: unexpected argument '%s' (see sidetapctl ca create --help)\n",
+				argv[i]);
+			return 2;
+		}
+	}
+	if (!out || !out[0]) {
+		fprintf(stderr,
+			"sidetapctl ca create: --out DIR is required (see sidetapctl ca create --help)\n");
+		return 2;
+	}
+	if (name && (!name[0] || strlen(name) > 64)) {
+		fprintf(stderr, "sidetapctl ca create: --name: invalid value '%s': 1 to 64 bytes\n",
+			name);
+		return 2;
+	}
+	if (mkdir(out, 0700) == -1 && errno != EEXIST) {
+		fprintf(stderr, "sidetapctl ca create: %s: %s\n", out, strerror(errno));
+		return 1;
+	}
+	ret = tlx_ca_create(out, name, (unsigned)days, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "sidetapctl ca create: %s\n", err);
+		return 1;
+	}
+	printf("wrote %s/ca.crt (\"%s\", valid %lu days) and %s/ca.key (mode 0600)\n", out,
+	       name ? name : "sidetap CA", days, out);
+	return 0;
+}
+
+static int cmd_ca(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage_ca(stderr);
+		return 2;
+	}
+	if (is_help(argv[1])) {
+		usage_ca(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "create") == 0)
+		return cmd_ca_create(argc - 1, argv + 1);
+	fprintf(stderr,
+		"sidetapctl ca: unknown subcommand '%s' (subcommands: create; see sidetapctl ca --help)\n",
+		argv[1]);
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || is_help(argv[1])) {
@@ -1050,8 +1146,10 @@ int main(int argc, char **argv)
 		return cmd_paths(argc - 1, argv + 1, false);
 	if (strcmp(argv[1], "stats") == 0)
 		return cmd_stats(argc - 1, argv + 1);
+	if (strcmp(argv[1], "ca") == 0)
+		return cmd_ca(argc - 1, argv + 1);
 	fprintf(stderr,
-		"sidetapctl: unknown command '%s' (commands: dump, har, stats; see sidetapctl --help)\n",
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats, ca; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }
