@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Integration tests of sidetapctl ca create: the files, their modes, refusals and exit codes. */
+/* Tests of sidetapctl as a process: ca create (files, modes, refusals), tls frames in dump. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "th.h"
+#include "tap/frame.h"
 #include "tlx/tls.h"
 
 /* Runs sidetapctl with <args> to completion; returns its exit status and its output. */
@@ -161,5 +162,99 @@ Test(ctl_ca, help_and_runtime_failures)
 	cr_expect_eq(ctl(ARGS("ca", "create", "--out", out), &log), 1);
 	cr_expect(strstr(log, "No such file or directory") && strstr(log, "no/such/dir"), "%s",
 		  log);
+	free(log);
+}
+
+#define S(lit) ((struct tap_str){ lit, sizeof(lit) - 1 })
+
+/* Writes <n> frames to a new capture file in <dir>; returns its path. */
+static const char *write_frames(const char *dir, const struct tap_frame *frames, int n)
+{
+	static char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/frames.msgpack", dir);
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	for (int i = 0; i < n; i++) {
+		uint8_t buf[4096];
+		ssize_t len = tap_frame_encode(&frames[i], buf, sizeof(buf));
+
+		cr_assert_gt(len, 0, "frame %d: %zd", i, len);
+		cr_assert_eq(fwrite(buf, 1, (size_t)len, f), (size_t)len);
+	}
+	fclose(f);
+	return path;
+}
+
+Test(ctl_dump, tls_frames_and_the_tls_map_of_http_frames)
+{
+	struct tap_frame fr[3];
+	const char *dir = new_dir(), *path;
+	char *log, cmd[1024];
+
+	memset(fr, 0, sizeof(fr));
+	for (int i = 0; i < 3; i++) {
+		fr[i].gen = 0xabc;
+		fr[i].seq = (uint64_t)i + 1;
+		fr[i].client = S("10.0.0.1:40000");
+		fr[i].dst = S("93.184.216.34:443");
+		fr[i].upstream = S("93.184.216.34:443");
+		fr[i].listener = TAP_OUTBOUND;
+	}
+	fr[0].type = TAP_FRAME_TLS;
+	fr[0].tls.event = TAP_TLS_UNWRAPPED;
+	fr[0].tls.side = TAP_TLS_SIDE_CLIENT;
+	fr[0].tls.sni = S("example.com");
+	fr[0].tls.alpn_offered[0] = S("h2");
+	fr[0].tls.alpn_offered[1] = S("http/1.1");
+	fr[0].tls.nalpn_offered = 2;
+	fr[0].tls.versions_offered = TAP_TLS_V12 | TAP_TLS_V13;
+	fr[0].tls.version = TAP_TLS_V13;
+	fr[0].tls.cipher = S("TLS_AES_128_GCM_SHA256");
+	fr[0].tls.alpn = S("http/1.1");
+	fr[0].tls.upstream_verify = S("ok");
+	fr[1].type = TAP_FRAME_TLS;
+	fr[1].tls.event = TAP_TLS_FAILED;
+	fr[1].tls.side = TAP_TLS_SIDE_UPSTREAM;
+	fr[1].tls.sni = S("example.com");
+	fr[1].tls.versions_offered = TAP_TLS_V12;
+	fr[1].tls.reason = S("certificate has expired");
+	fr[2].type = TAP_FRAME_HTTP;
+	fr[2].http.pair = 1;
+	fr[2].http.req.method = S("GET");
+	fr[2].http.req.target = S("/");
+	fr[2].http.req.version_major = fr[2].http.req.version_minor = 1;
+	fr[2].http.has_tls = true;
+	fr[2].http.tls.version = TAP_TLS_V13;
+	fr[2].http.tls.cipher = S("TLS_AES_128_GCM_SHA256");
+	fr[2].http.tls.sni = S("example.com");
+	path = write_frames(dir, fr, 3);
+
+	cr_assert_eq(ctl(ARGS("dump", (char *)path), &log), 0, "%s", log);
+	cr_expect(strstr(log, "\"type\":\"tls\",") &&
+			  strstr(log, "\"event\":\"unwrapped\",\"side\":\"client\",\"sni\":"
+				      "\"example.com\",\"alpn_offered\":[\"h2\",\"http/1.1\"],"
+				      "\"versions_offered\":[\"TLS1.2\",\"TLS1.3\"],\"version\":"
+				      "\"TLS1.3\",\"cipher\":\"TLS_AES_128_GCM_SHA256\",\"alpn\":"
+				      "\"http/1.1\",\"upstream_verify\":\"ok\"}"),
+		  "%s", log);
+	cr_expect(strstr(log, "\"event\":\"failed\",\"side\":\"upstream\",\"sni\":\"example.com\","
+			      "\"alpn_offered\":[],\"versions_offered\":[\"TLS1.2\"],\"reason\":"
+			      "\"certificate has expired\"}"),
+		  "%s", log);
+	cr_expect(strstr(log,
+			 ",\"tls\":{\"version\":\"TLS1.3\",\"cipher\":\"TLS_AES_128_GCM_SHA256\","
+			 "\"sni\":\"example.com\"}}"),
+		  "%s", log);
+	free(log);
+	/* Every line is JSON, as a reader parses it. */
+	snprintf(cmd, sizeof(cmd),
+		 "%s dump %s | /usr/bin/python3 -c 'import json,sys; "
+		 "[json.loads(l) for l in sys.stdin]' 2>&1",
+		 SIDETAPCTL_BIN, path);
+	cr_expect_eq(th_sh("%s", cmd), 0);
+	cr_assert_eq(ctl(ARGS("dump", "--type", "tls", (char *)path), &log), 0, "%s", log);
+	cr_expect_null(strstr(log, "\"type\":\"http\""), "%s", log);
 	free(log);
 }

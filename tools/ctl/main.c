@@ -24,7 +24,6 @@
 #include "tap/frame.h"
 #include "tap/ring.h"
 #include "tap/sniff.h"
-#include "tap/tls_hello.h"
 #include "tlx/tls.h"
 
 /* JSON output */
@@ -424,6 +423,41 @@ static const char *const http_flag_names[] = {
 	"desync", "upgrade", "headers_truncated", "body_until_close", "no_response", "head",
 };
 
+static void dump_tls(FILE *o, const struct tap_frame *f)
+{
+	static const uint32_t versions[] = { TAP_TLS_V10, TAP_TLS_V11, TAP_TLS_V12, TAP_TLS_V13 };
+	bool first = true;
+
+	fprintf(o, ",\"event\":\"%s\",\"side\":\"%s\",", tap_tls_event_name(f->tls.event),
+		tap_tls_side_name(f->tls.side));
+	json_key_str(o, "sni", f->tls.sni);
+	fputs(",\"alpn_offered\":[", o);
+	for (unsigned i = 0; i < f->tls.nalpn_offered; i++) {
+		if (i)
+			fputc(',', o);
+		json_str(o, f->tls.alpn_offered[i].p, f->tls.alpn_offered[i].len);
+	}
+	fputs("],\"versions_offered\":[", o);
+	for (unsigned i = 0; i < 4; i++) {
+		if (!(f->tls.versions_offered & versions[i]))
+			continue;
+		fprintf(o, "%s\"%s\"", first ? "" : ",", tap_tls_version_name(versions[i]));
+		first = false;
+	}
+	fputc(']', o);
+	if (f->tls.event != TAP_TLS_UNWRAPPED) {
+		fputc(',', o);
+		json_key_str(o, "reason", f->tls.reason);
+		return;
+	}
+	fprintf(o, ",\"version\":\"%s\",", tap_tls_version_name(f->tls.version));
+	json_key_str(o, "cipher", f->tls.cipher);
+	fputc(',', o);
+	json_key_str(o, "alpn", f->tls.alpn);
+	fputc(',', o);
+	json_key_str(o, "upstream_verify", f->tls.upstream_verify);
+}
+
 static void dump_frame(void *ctx, const struct tap_frame *f)
 {
 	const struct filter *flt = ctx;
@@ -495,6 +529,14 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 			fprintf(o, ",\"desync_off\":%lu,\"desync_dir\":\"%s\"",
 				(unsigned long)f->http.desync_off,
 				tap_dir_name(f->http.desync_dir));
+		if (f->http.has_tls) {
+			fprintf(o, ",\"tls\":{\"version\":\"%s\",",
+				tap_tls_version_name(f->http.tls.version));
+			json_key_str(o, "cipher", f->http.tls.cipher);
+			fputc(',', o);
+			json_key_str(o, "sni", f->http.tls.sni);
+			fputc('}', o);
+		}
 		break;
 	}
 	case TAP_FRAME_TCP:
@@ -504,6 +546,7 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 		fprintf(o, ",\"data_size\":%u", f->tcp.data.len);
 		break;
 	case TAP_FRAME_TLS:
+		dump_tls(o, f);
 		break;
 	}
 	fputs("}\n", o);
@@ -876,14 +919,18 @@ static void usage(FILE *o)
 
 static void usage_dump(FILE *o)
 {
-	fputs("usage: sidetapctl dump [--type conn|http|tcp] [--host HOST] [--status CODE|Nxx] PATH...\n"
+	fputs("usage: sidetapctl dump [--type conn|http|tcp|tls] [--host HOST] [--status CODE|Nxx]\n"
+	      "                      PATH...\n"
 	      "\n"
 	      "Prints every frame of the capture files (a directory: its *.msgpack segments, in\n"
 	      "time order) as one JSON object per line, with the keys of capture/FORMAT.md:\n"
 	      "id, type, conn_id, listener, client, dst, upstream, and for http frames request\n"
 	      "{method, target, version, headers [[name, value]...], body, body_encoding,\n"
-	      "body_size, body_truncated} and response {status, reason, ...}. Bodies and tcp data\n"
-	      "are UTF-8 text when they are, else base64, as body_encoding / data_encoding say.\n"
+	      "body_size, body_truncated} and response {status, reason, ...} (and tls {version,\n"
+	      "cipher, sni} when sidetap unwrapped the connection's TLS), for tls frames event,\n"
+	      "side, sni, alpn_offered, versions_offered and reason or version, cipher, alpn,\n"
+	      "upstream_verify. Bodies and tcp data are UTF-8 text when they are, else base64,\n"
+	      "as body_encoding / data_encoding say.\n"
 	      "\n"
 	      "  --type T        only frames of type T\n"
 	      "  --host HOST     only frames whose destination, upstream or Host header is HOST\n"
