@@ -59,7 +59,7 @@ static void conn_release(struct eng_worker *w, struct eng_conn *c)
 	free(c);
 }
 
-static void touch(struct eng_conn *c)
+void eng__touch(struct eng_conn *c)
 {
 	struct eng_worker *w = c->w;
 
@@ -149,6 +149,7 @@ static void maybe_free(struct eng_conn *c)
 		if (c->fd[d] >= 0)
 			close(c->fd[d]);
 	}
+	eng__tls_free(c);
 	w->nconns--;
 	conn_release(w, c);
 }
@@ -271,6 +272,11 @@ static void recv_resume(struct eng_conn *c, unsigned d)
 	if (c->state != ENG_CONN_FORWARDING ||
 	    (dr->flags & (ENG_DIR_F_RECV | ENG_DIR_F_EOF | ENG_DIR_F_NOBUF | ENG_DIR_F_DONE)))
 		return;
+	/* TLS: not while the client's first bytes are held, nor while the other side is full. */
+	if (c->tls &&
+	    (c->tls->state == ENG_TLS_SNIFF || c->tls->state == ENG_TLS_PLAIN ||
+	     (d == ENG_C2U && c->tls->state == ENG_TLS_UPSTREAM) || eng__tls_blocked(c, d)))
+		return;
 	if (dr->flags & ENG_DIR_F_TO_SPLICE) {
 		if (dr->nq == 0 && !(dr->flags & ENG_DIR_F_SEND))
 			splice_enter(c, d);
@@ -300,7 +306,52 @@ static bool wants_splice(struct eng_conn *c, unsigned d, int res)
 	return res == ENG_BUF_SIZE && c->dir[d].bytes >= cfg->splice_threshold;
 }
 
+void eng__recv_resume(struct eng_conn *c, unsigned d)
+{
+	recv_resume(c, d);
+}
+
+void eng__recv_start(struct eng_conn *c, unsigned d)
+{
+	if (!(c->dir[d].flags & ENG_DIR_F_RECV))
+		recv_arm(c, d);
+}
+
+/* A buffer received on a connection whose TLS the engine terminates. */
+static void tls_recv(struct eng_conn *c, unsigned d, unsigned bid, int res, bool more)
+{
+	struct eng_worker *w = c->w;
+	struct eng_dir *dr = &c->dir[d];
+
+	eng__touch(c);
+	eng__tls_on_recv(c, d, eng__buf(w, bid), (size_t)res);
+	/* The ciphertext was copied into the session: the buffer is free at once. */
+	eng__buf_put(w, bid);
+	if (c->state != ENG_CONN_FORWARDING)
+		return;
+	if ((dr->flags & (ENG_DIR_F_RECV | ENG_DIR_F_RECV_CANCEL)) == ENG_DIR_F_RECV &&
+	    eng__tls_blocked(c, d))
+		recv_cancel(c, d);
+	if (!more)
+		recv_resume(c, d);
+}
+
+static void on_recv_one(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe);
+
 static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe)
+{
+	if (!c->tls) {
+		on_recv_one(c, d, cqe);
+		return;
+	}
+	/* Held: the TLS code may close <c> midway; it is freed only once we are done with it. */
+	c->inflight++;
+	on_recv_one(c, d, cqe);
+	c->inflight--;
+	maybe_free(c);
+}
+
+static void on_recv_one(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe)
 {
 	struct eng_worker *w = c->w;
 	struct eng_dir *dr = &c->dir[d];
@@ -319,7 +370,13 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 			maybe_free(c);
 			return;
 		}
-		touch(c);
+		if (c->tls && c->tls->state == ENG_TLS_SNIFF && d == ENG_U2C)
+			eng__tls_server_spoke(c);
+		if (c->tls && c->tls->state >= ENG_TLS_UPSTREAM) {
+			tls_recv(c, d, bid, res, more);
+			return;
+		}
+		eng__touch(c);
 		w->buf_len[bid] = (uint32_t)res;
 		if (dr->nq++)
 			w->buf_next[dr->qtail] = (uint16_t)bid;
@@ -349,6 +406,10 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 	}
 	if (res == 0) {
 		dr->flags |= ENG_DIR_F_EOF;
+		if (c->tls && c->tls->state >= ENG_TLS_UPSTREAM) {
+			eng__tls_on_eof(c, d);
+			return;
+		}
 		if (c->cap)
 			eng__cap_eof(c, d);
 		dir_maybe_done(c, d);
@@ -391,7 +452,7 @@ static void on_send(struct eng_conn *c, unsigned d, int res)
 		dir_error(c, d, -res);
 		return;
 	}
-	touch(c);
+	eng__touch(c);
 	dr->bytes += (unsigned)res;
 	eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_BYTES_C2U + d], (unsigned)res);
 	dr->send_off += (unsigned)res;
@@ -468,7 +529,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 					      (uint64_t)n);
 				eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_SPLICE_BYTES],
 					      (uint64_t)n);
-				touch(c);
+				eng__touch(c);
 				continue;
 			}
 			if (n == -1 && errno == EINTR)
@@ -521,7 +582,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 				c->cap->budget[d] -= (uint64_t)n;
 				c->cap->skipped[d] += (uint64_t)n;
 			}
-			touch(c);
+			eng__touch(c);
 			continue;
 		}
 		if (n == 0) {
@@ -603,7 +664,12 @@ static void on_connect(struct eng_conn *c, int res)
 		return;
 	}
 	c->state = ENG_CONN_FORWARDING;
-	touch(c);
+	eng__touch(c);
+	/* A listener that unwraps TLS holds the client's first bytes until they are known. */
+	if (eng__tls_wanted(c) && eng__tls_start(c) == 0) {
+		dir_start(c, ENG_U2C);
+		return;
+	}
 	dir_start(c, ENG_C2U);
 	/* Server-first protocols (MySQL, SMTP, ...): the greeting flows at once. */
 	if (c->state == ENG_CONN_FORWARDING)
@@ -773,6 +839,19 @@ void eng__conn_on_cqe(struct eng_worker *w, enum eng_op op, struct eng_conn *c, 
 		break;
 	case ENG_OP_POLL_OUT:
 		on_poll(c, arg, true, cqe->res);
+		break;
+	case ENG_OP_TLS_SNIFF:
+		/* Held: what the TLS code does may close <c>, never free it under it. */
+		c->inflight++;
+		eng__tls_on_sniff(c, cqe->res);
+		c->inflight--;
+		maybe_free(c);
+		break;
+	case ENG_OP_TLS_SEND:
+		c->inflight++;
+		eng__tls_on_send(c, arg, cqe->res);
+		c->inflight--;
+		maybe_free(c);
 		break;
 	default:
 		break;

@@ -179,6 +179,7 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 		eng_list_init(&w->conns);
 		eng_list_init(&w->conn_free);
 		eng_list_init(&w->nobuf);
+		eng_list_init(&w->tls_hs);
 		w->listeners = calloc(nl ? nl : 1, sizeof(*w->listeners));
 		if (!w->listeners || w->wake_fd == -1) {
 			ret = w->wake_fd == -1 ? -errno : -ENOMEM;
@@ -188,6 +189,9 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 			w->listeners[j].fd = -1;
 	}
 	ret = listeners_open(e);
+	if (ret < 0)
+		goto err_free;
+	ret = eng__tls_engine_open(e);
 	if (ret < 0)
 		goto err_free;
 	if (cfg->capture) {
@@ -317,6 +321,7 @@ void eng_engine_free(struct eng_engine *e)
 	if (e->admin_fd >= 0)
 		close(e->admin_fd);
 	/* Stopped first, so the uploader knows no frame will follow what it drains. */
+	eng__tls_engine_close(e);
 	had_ring = e->ring != NULL;
 	eng__cap_engine_close(e);
 	if (had_ring && atomic_load(&e->ready))
