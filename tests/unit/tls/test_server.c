@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Tests of tls/src/server.c: minting servers (names refused, the leaf cache:
- * reuse, LRU eviction, renewal near expiry, the CA's own expiry) and fixed
+ * reuse, LRU eviction, renewal near expiry, the CA's own expiry, threads) and fixed
  * servers (files refused with a message).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,4 +238,59 @@ Test(tlx_server, fixed_refuses_a_key_of_another_certificate)
 					  sizeof(err)),
 		     0, "%s", err);
 	tlx_server_free(srv);
+}
+
+struct hammer {
+	struct tlx_server *srv;
+	unsigned seed;
+	int wrong, failed;
+};
+
+/* Sessions for names drawn from 24, on a cache of 8: hits, misses and evictions race. */
+static void *hammer_run(void *arg)
+{
+	struct hammer *h = arg;
+	char name[64];
+
+	for (int i = 0; i < 150; i++) {
+		const char *why;
+		struct tlx_session *s;
+		X509 *x;
+
+		h->seed = h->seed * 1103515245u + 12345u;
+		snprintf(name, sizeof(name), "n%u.example", (h->seed >> 16) % 24);
+		s = tlx_session_server(h->srv, name, &why);
+		if (!s) {
+			h->failed++;
+			continue;
+		}
+		x = tth_session_cert(s, false);
+		/* The one property that must never break: the leaf is the name's. */
+		if (X509_check_host(x, name, 0, 0, NULL) != 1)
+			h->wrong++;
+		X509_free(x);
+		tlx_session_free(s);
+	}
+	return NULL;
+}
+
+Test(tlx_server, threads_share_the_cache_and_each_gets_its_names_leaf)
+{
+	const char *dir = tth_dir();
+	struct tlx_ca *ca = tth_ca(dir);
+	struct tlx_server *srv = minting(ca, 24, 8);
+	struct hammer h[4];
+	pthread_t t[4];
+
+	for (int i = 0; i < 4; i++) {
+		h[i] = (struct hammer){ .srv = srv, .seed = (unsigned)i * 7919u + 1 };
+		cr_assert_eq(pthread_create(&t[i], NULL, hammer_run, &h[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		cr_expect_eq(h[i].failed, 0, "thread %d", i);
+		cr_expect_eq(h[i].wrong, 0, "thread %d got another name's leaf", i);
+	}
+	tlx_server_free(srv);
+	tlx_ca_free(ca);
 }
