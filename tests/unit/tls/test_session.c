@@ -776,6 +776,9 @@ Test(tlx_session_interop, our_server_against_openssl_s_client)
 	cr_expect(strstr(log, "Verify return code: 0 (ok)"), "%s", log);
 	cr_expect(strstr(log, "ALPN protocol: http/1.1"), "%s", log);
 	cr_expect(strstr(log, "pong from sidetap"), "%s", log);
+	/* The CA goes with the leaf, and no session ticket follows (no resumption). */
+	cr_expect(strstr(log, " 0 s:CN = app.test") && strstr(log, " 1 s:CN = test CA"), "%s", log);
+	cr_expect_null(strstr(log, "Session Ticket arrived"), "%s", log);
 	free(log);
 	tlx_session_free(s);
 	close(fd);
