@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Server contexts (terminating a client's TLS): minting with a leaf cache, or a fixed certificate. */
+/* Server contexts, terminating a client's TLS: minting leaves with a cache, or one fixed chain. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

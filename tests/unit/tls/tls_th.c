@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Helpers of the tls/ tests: certificates made with OpenSSL, sessions pumped in memory or over sockets. */
+/* tls/ test helpers: certificates made with OpenSSL, sessions pumped in memory or over sockets. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Helpers of the tls/ tests: certificates made with OpenSSL, sessions pumped in memory or over sockets. */
+/* tls/ test helpers: certificates made with OpenSSL, sessions pumped in memory or over sockets. */
 #ifndef TLS_TH_H
 #define TLS_TH_H
 
