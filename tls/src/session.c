@@ -373,3 +373,8 @@ ssize_t tlx_session_cert_pem(const struct tlx_session *s, bool peer, char *buf, 
 	BIO_free(bio);
 	return ret;
 }
+
+SSL *tlx__session_ssl(const struct tlx_session *s)
+{
+	return s->ssl;
+}

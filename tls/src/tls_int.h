@@ -114,6 +114,9 @@ int tlx__read_key(const char *path, EVP_PKEY **key, char *err, size_t errlen);
  */
 X509 *tlx__server_leaf(struct tlx_server *srv, const char *name, const char **why);
 
+/* The OpenSSL object behind <s> (ktls.c). */
+SSL *tlx__session_ssl(const struct tlx_session *s);
+
 /* Sets what every context shares: TLS 1.2 at least, no compression, no renegotiation. */
 int tlx__ctx_harden(SSL_CTX *ctx, const char *ciphers);
 
