@@ -447,7 +447,7 @@ static const struct opt opts[] = {
 	{ "tls-in-upstream", "tls|plain", "tls", set_tls_in_upstream,
 	  "inbound unwrap: re-encrypt to the app, or the app listens in plaintext" },
 	{ "ktls", "auto|off", "off", set_ktls,
-	  "auto: let the kernel encrypt what an unwrapped connection sends, where it has kTLS" },
+	  "auto: the kernel seals what unwrapped TLS 1.3 connections send (kTLS), where it can" },
 	{ "tls-handshake-timeout", "MS", "10000", set_tls_handshake_timeout,
 	  "how long the handshakes of an unwrapped connection may take" },
 	{ "tls-leaf-hours", "HOURS", "24", set_tls_leaf_hours, "validity of minted leaves" },

@@ -191,6 +191,13 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	ret = listeners_open(e);
 	if (ret < 0)
 		goto err_free;
+	e->ktls = tlx_ktls_probe(&why);
+	if (e->ktls == 1)
+		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1 used=%s", cfg->ktls ? "yes" : "no");
+	else if (cfg->ktls)
+		eng_log(ENG_LOG_WARN, "ktls not supported, TLS stays in userspace",
+			"ktls=0 why=\"%s\" fix=\"load the tls module (modprobe tls) or use --ktls off\"",
+			why ? why : "unknown");
 	ret = eng__tls_engine_open(e);
 	if (ret < 0)
 		goto err_free;
@@ -199,12 +206,6 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 		if (ret < 0)
 			goto err_free;
 	}
-	e->ktls = tlx_ktls_probe(&why);
-	if (e->ktls == 1)
-		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1");
-	else
-		eng_log(ENG_LOG_INFO, "ktls not supported, TLS stays in userspace",
-			"ktls=0 why=\"%s\"", why ? why : "unknown");
 	*out = e;
 	return 0;
 

@@ -106,6 +106,8 @@ enum eng_ctr {
 	ENG_CTR_TLS_VERIFY_FAILED, /* upstream certificates refused */
 	ENG_CTR_TLS_FAILED, /* other handshake or record failures */
 	ENG_CTR_TLS_TIMEOUTS, /* handshakes past --tls-handshake-timeout */
+	ENG_CTR_KTLS_TX, /* sides whose records the kernel encrypts (--ktls auto) */
+	ENG_CTR_KTLS_FALLBACKS, /* sides that stayed in userspace although kTLS was on */
 	ENG_CTR_COUNT,
 };
 
@@ -207,6 +209,8 @@ struct eng_tls_buf {
 	bool busy; /* a send in flight */
 	bool shut; /* close_notify queued: SHUT_WR once the buffer is out */
 	bool done; /* SHUT_WR sent */
+	bool ktls; /* the kernel encrypts what is sent: the buffer holds plaintext */
+	bool ktls_wait; /* kTLS once what the handshake queued is sent */
 };
 
 struct eng_tls {

@@ -55,6 +55,12 @@ static const struct metric metrics[] = {
 	  "Other TLS handshake or record failures.", "" },
 	{ ENG_CTR_TLS_TIMEOUTS, "sidetap_tls_handshake_timeouts_total", "counter",
 	  "Handshakes that took longer than --tls-handshake-timeout.", "" },
+	{ ENG_CTR_KTLS_TX, "sidetap_ktls_tx_total", "counter",
+	  "Unwrapped connections' sides whose records the kernel encrypts (kTLS, --ktls auto).",
+	  "" },
+	{ ENG_CTR_KTLS_FALLBACKS, "sidetap_ktls_fallbacks_total", "counter",
+	  "Sides that stayed in userspace with --ktls auto (TLS 1.2, cipher, kernel refusal).",
+	  "" },
 };
 
 static uint64_t sum(struct eng_engine *e, unsigned kind, enum eng_ctr ctr)

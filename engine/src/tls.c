@@ -16,6 +16,7 @@
 
 #include "engine_int.h"
 #include "tap/sniff.h"
+#include "tlx/ktls.h"
 
 /* The client's first bytes held while they are sniffed: a ClientHello and a little more. */
 #define ENG_TLS_HELD_MAX (32u << 10)
@@ -126,6 +127,17 @@ static int flush(struct eng_conn *c, unsigned i)
 
 	if (!t->s[i])
 		return 0;
+	if (o->ktls) {
+		/*
+		 * The kernel owns the sending sequence: records OpenSSL makes now
+		 * (an alert, a key update's answer) cannot go out. They are dropped.
+		 */
+		uint8_t sink[512];
+
+		while (tlx_session_pending(t->s[i]) > 0)
+			tlx_session_take(t->s[i], sink, sizeof(sink));
+		return 0;
+	}
 	while ((pending = tlx_session_pending(t->s[i])) > 0) {
 		if (out_reserve(o, pending) < 0)
 			return -ENOMEM;
@@ -168,6 +180,17 @@ static void fail(struct eng_conn *c, enum eng_ctr ctr, const char *what, const c
 	eng__conn_close(c, TAP_CLOSE_ERROR);
 }
 
+/* Everything for socket <i> is sent: its close_notify (kTLS: from the kernel), then the FIN. */
+static void shut_now(struct eng_conn *c, unsigned i)
+{
+	struct eng_tls_buf *o = &c->tls->out[i];
+
+	if (o->ktls)
+		tlx_ktls_close_notify(c->fd[i]); /* -EAGAIN: the FIN says it all the same */
+	shutdown(c->fd[i], SHUT_WR);
+	o->done = true;
+}
+
 /* The other side's half of a close: close_notify (TLS) or SHUT_WR (plain), once sent. */
 static void shut_side(struct eng_conn *c, unsigned i)
 {
@@ -176,14 +199,12 @@ static void shut_side(struct eng_conn *c, unsigned i)
 	if (t->out[i].shut)
 		return;
 	t->out[i].shut = true;
-	if (t->s[i]) {
+	if (t->s[i] && !t->out[i].ktls) {
 		tlx_session_close(t->s[i]);
 		flush(c, i);
 	}
-	if (!t->out[i].busy && out_queued(c, i) == 0) {
-		shutdown(c->fd[i], SHUT_WR);
-		t->out[i].done = true;
-	}
+	if (!t->out[i].busy && out_queued(c, i) == 0)
+		shut_now(c, i);
 }
 
 static void maybe_finished(struct eng_conn *c)
@@ -205,8 +226,13 @@ static int deliver(struct eng_conn *c, unsigned i, const void *p, size_t len)
 	eng__stat_add(&c->w->stats.ctr[c->kind][ENG_CTR_BYTES_C2U + i], len);
 	if (c->cap)
 		eng__cap_feed(c, i, p, len);
-	if (!t->s[j])
+	if (!t->s[j] || t->out[j].ktls)
 		return out_append(c, j, p, len);
+	/* Our own records go first: the kernel's sequence would no longer start at 0. */
+	if (t->out[j].ktls_wait) {
+		t->out[j].ktls_wait = false;
+		count(c, ENG_CTR_KTLS_FALLBACKS);
+	}
 	if (tlx_session_write(t->s[j], p, len, &why) < 0) {
 		fail(c, ENG_CTR_TLS_FAILED, "tls write failed", why);
 		return -EIO;
@@ -247,11 +273,46 @@ static void pump(struct eng_conn *c, unsigned i)
 		maybe_finished(c);
 }
 
+/*
+ * Hands the sending half of socket <i>'s session to the kernel (--ktls auto):
+ * only with nothing of the handshake still queued, else once it is sent.
+ */
+static void ktls_try(struct eng_conn *c, unsigned i)
+{
+	struct eng_tls *t = c->tls;
+	struct eng_tls_buf *o = &t->out[i];
+	struct eng_worker *w = c->w;
+	const char *why = NULL;
+	uint32_t suppressed;
+
+	if (o->busy || out_queued(c, i) > 0) {
+		o->ktls_wait = true;
+		return;
+	}
+	o->ktls_wait = false;
+	if (tlx_ktls_tx(t->s[i], c->fd[i], &why) == 0) {
+		o->ktls = true;
+		count(c, ENG_CTR_KTLS_TX);
+		return;
+	}
+	count(c, ENG_CTR_KTLS_FALLBACKS);
+	if (eng_ratelimit_ok(&w->rl_conn, w->now_ms, 1000, &suppressed))
+		eng_log(ENG_LOG_DEBUG, "ktls not used, this side stays in userspace",
+			"worker=%u listener=%s conn=%lu side=%s why=\"%s\" suppressed=%u", w->idx,
+			eng_listener_kind_name(c->kind), (unsigned long)c->id,
+			i == 0 ? "client" : "upstream", why ? why : "unknown", suppressed);
+}
+
 static void open_both(struct eng_conn *c)
 {
 	struct eng_tls *t = c->tls;
 
 	t->state = ENG_TLS_OPEN;
+	if (c->w->cfg->ktls && c->w->eng->ktls == 1) {
+		for (unsigned i = 0; i < 2; i++)
+			if (t->s[i])
+				ktls_try(c, i);
+	}
 	eng_list_del(&t->hs);
 	count(c, ENG_CTR_TLS_UNWRAPPED);
 	if (c->cap)
@@ -570,10 +631,11 @@ void eng__tls_on_send(struct eng_conn *c, unsigned i, int res)
 		}
 		return;
 	}
+	if (o->ktls_wait && !o->busy && out_queued(c, i) == 0)
+		ktls_try(c, i);
 	send_out(c, i);
 	if (o->shut && !o->done && !o->busy && out_queued(c, i) == 0) {
-		shutdown(c->fd[i], SHUT_WR);
-		o->done = true;
+		shut_now(c, i);
 		maybe_finished(c);
 		return;
 	}
@@ -628,6 +690,17 @@ int eng__tls_engine_open(struct eng_engine *e)
 				"flags=\"--tls-in-cert --tls-in-key\" err=\"%s\"", err);
 			return ret;
 		}
+	}
+	if (cfg->ktls && e->ktls == 1) {
+		/* kTLS needs the traffic secrets that OpenSSL keeps to itself otherwise. */
+		if (e->tls_mint)
+			tlx_ktls_keep_secrets_server(e->tls_mint);
+		if (e->tls_in_srv)
+			tlx_ktls_keep_secrets_server(e->tls_in_srv);
+		if (e->tls_cli)
+			tlx_ktls_keep_secrets_client(e->tls_cli);
+		if (e->tls_in_cli)
+			tlx_ktls_keep_secrets_client(e->tls_in_cli);
 	}
 	if (e->tls_mint || e->tls_in_srv)
 		eng_log(ENG_LOG_INFO, "tls unwrapping",
