@@ -7,6 +7,7 @@ python3-msgpack.
 Run by CTest: /usr/bin/python3 test_tls.py BINDIR. Skips, saying why, without openssl, curl,
 nginx or python3-msgpack.
 """
+import calendar
 import hashlib
 import os
 import shutil
@@ -49,6 +50,29 @@ def wait_port(port, proc=None, timeout=10):
                 raise RuntimeError("process exited before listening on %d" % port)
             time.sleep(0.02)
     raise RuntimeError("nothing listens on %d" % port)
+
+
+def slurp(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def netns(ns):
+    return ["ip", "netns", "exec", ns] if ns else []
+
+
+def wait_ns_port(ns, addr, port, proc, timeout=10):
+    """Waits until something listens on <addr>:<port> in namespace <ns>."""
+    deadline = time.time() + timeout
+    want = "%s:%d" % (addr, port)
+    while time.time() < deadline:
+        out = subprocess.run(netns(ns) + ["ss", "-Hltn"], stdout=subprocess.PIPE).stdout.decode()
+        if any(want in line for line in out.splitlines()):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError("process exited before listening on %s in %s" % (want, ns))
+        time.sleep(0.05)
+    raise RuntimeError("nothing listens on %s in %s" % (want, ns))
 
 
 class Pki:
@@ -116,7 +140,7 @@ class Pki:
 class Nginx:
     """An HTTPS origin: a small page, a 10 MiB file, keep-alive."""
 
-    def __init__(self, d, crt, key, port=None):
+    def __init__(self, d, crt, key, port=None, addr="127.0.0.1", ns=None):
         self.port = port or free_port()
         self.dir = d
         www = os.path.join(d, "www-%d" % self.port)
@@ -135,15 +159,18 @@ http {{
   access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
   uwsgi_temp_path {d}; scgi_temp_path {d}; keepalive_requests 10000;
   server {{
-    listen 127.0.0.1:{p} ssl; ssl_certificate {crt}; ssl_certificate_key {key};
+    listen {a}:{p} ssl; ssl_certificate {crt}; ssl_certificate_key {key};
     root {www};
     location = /echo {{ return 200 "$request_method $request_uri\\n"; }}
   }}
 }}
-""".format(d=d, p=self.port, crt=crt, key=key, www=www))
-        self.proc = subprocess.Popen([NGINX, "-c", conf], stdout=subprocess.DEVNULL,
+""".format(d=d, a=addr, p=self.port, crt=crt, key=key, www=www))
+        self.proc = subprocess.Popen(netns(ns) + [NGINX, "-c", conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc)
+        if ns:
+            wait_ns_port(ns, addr, self.port, self.proc)
+        else:
+            wait_port(self.port, self.proc)
 
     def stop(self):
         self.proc.send_signal(signal.SIGQUIT)
@@ -224,6 +251,7 @@ class Sidetap:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.logf.close()
 
 
 def curl(port, name, cafile, path="/hello", *extra):
@@ -288,25 +316,53 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(tls[0]["upstream_verify"], "ok")
         self.assertIn("http/1.1", tls[0]["alpn_offered"])
 
-    def test_the_minted_leaf_is_for_the_name_and_signed_by_our_ca(self):
-        st = self.unwrap(self.good.port)
+    def leaf_text(self, port, name):
+        """The leaf sidetap presents for <name>, verified against our CA, as openssl x509 -text."""
+        out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                              "-servername", name, "-CAfile", self.ca, "-verify_return_error",
+                              "-verify_hostname", name],
+                             input=b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        self.assertIn(b"Verify return code: 0 (ok)", out.stdout, out.stderr)
+        pem = out.stdout[out.stdout.index(b"-----BEGIN CERTIFICATE-----"):]
+        pem = pem[:pem.index(b"-----END CERTIFICATE-----") + 25]
+        return subprocess.run(["openssl", "x509", "-noout", "-text", "-serial", "-startdate",
+                               "-enddate"], input=pem, stdout=subprocess.PIPE,
+                              check=True).stdout.decode()
+
+    def test_minted_leaves_are_for_the_name_signed_by_our_ca(self):
+        # An upstream whose certificate covers every name below.
+        crt, key = self.pki.leaf("wild", "DNS:*.leaf.test")
+        wild = Nginx(self.d, crt, key)
+        st = self.unwrap(wild.port, "--tls-leaf-hours=6")
+        serials = set()
         try:
-            out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % st.port,
-                                  "-servername", "api.example.test", "-CAfile", self.ca,
-                                  "-verify_return_error", "-showcerts"],
-                                 input=b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 timeout=10)
-            self.assertIn(b"Verify return code: 0 (ok)", out.stdout)
-            pem = out.stdout[out.stdout.index(b"-----BEGIN CERTIFICATE-----"):]
-            pem = pem[:pem.index(b"-----END CERTIFICATE-----") + 25]
-            text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem,
-                                  stdout=subprocess.PIPE, check=True).stdout.decode()
-            self.assertIn("DNS:api.example.test", text)
-            self.assertIn("TLS Web Server Authentication", text)
-            self.assertIn("CA:FALSE", text)
-            self.assertIn("ecdsa-with-SHA256", text)
+            for i in range(24):
+                name = "n%d.leaf.test" % i
+                text = self.leaf_text(st.port, name)
+                self.assertIn("DNS:%s" % name, text)
+                self.assertEqual(text.count("DNS:"), 1, "one name per leaf")
+                self.assertIn("TLS Web Server Authentication", text)
+                self.assertIn("CA:FALSE", text)
+                self.assertIn("ecdsa-with-SHA256", text)
+                self.assertIn("ASN1 OID: prime256v1", text)
+                serial = int(text.split("serial=")[1].split()[0], 16)
+                self.assertGreaterEqual(serial.bit_length(), 64, "serial of 64 random bits")
+                serials.add(serial)
+                start = text.split("notBefore=")[1].splitlines()[0]
+                end = text.split("notAfter=")[1].splitlines()[0]
+                fmt = "%b %d %H:%M:%S %Y GMT"
+                t0 = calendar.timegm(time.strptime(start, fmt))
+                t1 = calendar.timegm(time.strptime(end, fmt))
+                self.assertLessEqual(t0, time.time())
+                self.assertLessEqual(t1 - t0, 7 * 3600, "--tls-leaf-hours 6, an hour early")
+                self.assertGreater(t1, time.time() + 5 * 3600)
+            self.assertEqual(len(serials), 24, "serials are unique")
+            # The cache: the same name gets the same leaf.
+            again = self.leaf_text(st.port, "n0.leaf.test")
+            self.assertIn(int(again.split("serial=")[1].split()[0], 16), serials)
         finally:
             st.close()
+            wild.stop()
 
     def test_big_download_and_keepalive_through_unwrap(self):
         st = self.unwrap(self.good.port)
@@ -333,6 +389,40 @@ class TlsTest(unittest.TestCase):
         keep = [p for p in pairs if p["req"]["target"].startswith("/echo")]
         self.assertEqual(len(keep), 50)
         self.assertEqual(len({p["conn_id"] for p in keep}), 1, "one keep-alive connection")
+
+    def test_ktls_auto_seals_in_the_kernel_where_it_can(self):
+        st = self.unwrap(self.good.port, "--ktls=auto")
+        try:
+            # Whatever the kernel has, the bytes are the same.
+            out = os.path.join(self.d, "big-ktls.out")
+            r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out, "rb") as a, open(self.good.big, "rb") as b:
+                self.assertEqual(hashlib.sha256(a.read()).digest(),
+                                 hashlib.sha256(b.read()).digest(), "download corrupted")
+            r = curl(st.port, "api.example.test", self.ca, "/echo?k=1", "-d", "ktls=1")
+            self.assertEqual(r.stdout, b"POST /echo?k=1\n", r.stderr)
+            log = st.read_log()
+            tx = st.metric('sidetap_ktls_tx_total{listener="outbound"}')
+            fallbacks = st.metric('sidetap_ktls_fallbacks_total{listener="outbound"}')
+            supported = st.metric("sidetap_ktls_supported")
+            frames = st.stop()
+        finally:
+            st.close()
+        pairs = [f for f in frames if f["type"] == "http"]
+        post = [p for p in pairs if p["req"]["method"] == "POST"][0]
+        self.assertEqual(post["req"]["body"], b"ktls=1", "plaintext captured")
+        if supported != 1:
+            # The fallback: a warning that says why and what to do, and TLS in userspace.
+            self.assertIn("ktls not supported, TLS stays in userspace", log)
+            self.assertIn("fix=", log)
+            self.assertEqual(tx, 0)
+            why = log.split("ktls not supported")[1].split('why="')[1].split('"')[0]
+            self.skipTest("this kernel has no kTLS (%s): the fallback was checked, "
+                          "sealing in the kernel was not" % why)
+        # curl and nginx speak TLS 1.3 with AES-GCM: both sides of both connections.
+        self.assertEqual(tx, 4, "sides handed to the kernel")
+        self.assertEqual(fallbacks, 0)
 
     def check_refused(self, crt, key, why, name="api.example.test"):
         """An upstream presenting <crt>: the app's handshake fails, nothing reaches the upstream."""
@@ -383,13 +473,25 @@ class TlsTest(unittest.TestCase):
             r = curl(st.port, "api.example.test", self.pki.ca + ".crt")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout, b"hello over tls\n")
+            # Bulk: the bytes at both ends are the same (TLS would refuse a changed one).
+            out = os.path.join(self.d, "big-pass.out")
+            r = curl(st.port, "api.example.test", self.pki.ca + ".crt", "/big", "-o", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out, "rb") as a, open(self.good.big, "rb") as b:
+                self.assertEqual(hashlib.sha256(a.read()).digest(),
+                                 hashlib.sha256(b.read()).digest())
             frames = st.stop()
         finally:
             st.close()
         tls = [f for f in frames if f["type"] == "tls"]
-        self.assertEqual(len(tls), 1)
+        self.assertEqual(len(tls), 2)
         self.assertEqual(tls[0]["event"], "passthrough")
         self.assertEqual(tls[0]["sni"], "api.example.test")
+        self.assertEqual(tls[0]["upstream"], "127.0.0.1:%d" % self.good.port)
+        self.assertIn("off", tls[0]["reason"])
+        closes = [f for f in frames if f["type"] == "conn" and f["event"] == "close"]
+        self.assertEqual(sorted(c["proto"] for c in closes), ["tls", "tls"])
+        self.assertGreater(max(c["bytes_u2c"] for c in closes), 10 << 20)
         self.assertEqual([f for f in frames if f["type"] in ("http", "tcp")], [],
                          "no ciphertext captured")
 
@@ -466,6 +568,7 @@ class TlsTest(unittest.TestCase):
                     if plain:
                         plain.kill()
                         plain.wait()
+                        plain.stdout.close()
                 pairs = [f for f in frames if f["type"] == "http"]
                 self.assertEqual(len(pairs), 1, upstream)
                 self.assertEqual(pairs[0]["listener"], "inbound")
@@ -487,22 +590,166 @@ class TlsTest(unittest.TestCase):
         self.assertIn(b"/nonexistent", r.stdout)
 
 
-class KtlsTest(unittest.TestCase):
-    def test_ktls_is_used_where_the_kernel_has_it(self):
+POD_IP = "10.232.0.1"
+REMOTE_IP = "10.232.0.2"
+PROXY_UID = "2102"
+
+
+class TransparentTlsTest(unittest.TestCase):
+    """A pod in a network namespace: iptables REDIRECT sends the app's outbound TCP to
+    sidetap's 4140 and inbound TCP to 4143, as an init container sets them up. The app
+    (curl, openssl s_client) talks to a remote namespace's nginx and openssl s_server by their
+    real addresses; sidetap unwraps both ways."""
+
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root for network namespaces and iptables")
+        for tool in ("ip", "iptables", "setpriv", "openssl", "curl", "ss"):
+            if shutil.which(tool) is None:
+                raise unittest.SkipTest("%s is missing (cmake/deps.sh test)" % tool)
+        if not os.access(NGINX, os.X_OK) or msgpack is None:
+            raise unittest.SkipTest("nginx or python3-msgpack is missing (cmake/deps.sh test)")
+        pid = os.getpid()
+        cls.pod, cls.remote, veth = "st-tlsp-%d" % pid, "st-tlsr-%d" % pid, "stt%d" % (pid % 100000)
+        cls.procs = []
+        cls.d = tempfile.mkdtemp(prefix="sidetap-tls-ns-")
+        os.chmod(cls.d, 0o755)
         try:
-            with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
-                ulps = f.read()
-        except OSError:
-            ulps = ""
-        if "tls" not in ulps.split():
-            subprocess.run(["modprobe", "tls"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-            with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
-                ulps = f.read()
-        if "tls" not in ulps.split():
-            self.skipTest("this kernel has no kTLS (the tls ULP is not available): "
-                          "sidetap keeps TLS in userspace here")
-        self.fail("kTLS is available here: run the kTLS forwarding checks")
+            sh = lambda cmd: subprocess.run(cmd, shell=True, check=True, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE)
+            sh("ip netns add {p} && ip netns add {r} && "
+               "ip link add {v}a type veth peer name {v}b && "
+               "ip link set {v}a netns {p} && ip link set {v}b netns {r} && "
+               "ip -n {p} addr add {pi}/24 dev {v}a && ip -n {p} link set {v}a up && "
+               "ip -n {p} link set lo up && "
+               "ip -n {r} addr add {ri}/24 dev {v}b && ip -n {r} link set {v}b up && "
+               "ip -n {r} link set lo up".format(p=cls.pod, r=cls.remote, v=veth, pi=POD_IP,
+                                                  ri=REMOTE_IP))
+            sh("ip netns exec {p} sh -ec '"
+               "iptables -t nat -N SIDETAP_OUTPUT; "
+               "iptables -t nat -A OUTPUT -p tcp -j SIDETAP_OUTPUT; "
+               "iptables -t nat -A SIDETAP_OUTPUT -m owner --uid-owner {u} -j RETURN; "
+               "iptables -t nat -A SIDETAP_OUTPUT -d 127.0.0.1/32 -j RETURN; "
+               "iptables -t nat -A SIDETAP_OUTPUT -p tcp -j REDIRECT --to-ports 4140; "
+               "iptables -t nat -N SIDETAP_INBOUND; "
+               "iptables -t nat -A PREROUTING -p tcp -j SIDETAP_INBOUND; "
+               "iptables -t nat -A SIDETAP_INBOUND -p tcp -j REDIRECT --to-ports 4143'"
+               .format(p=cls.pod, u=PROXY_UID))
+            cls.pki = Pki(cls.d)
+            ca_dir = os.path.join(cls.d, "sidetap-ca")
+            run(os.path.join(BINDIR, "sidetapctl"), "ca", "create", "--out", ca_dir)
+            cls.ca = os.path.join(ca_dir, "ca.crt")
+            # The remote's services, trusted through the upstream CA.
+            crt, key = cls.pki.leaf("remote", "DNS:remote.example.test,IP:" + REMOTE_IP)
+            cls.nginx = Nginx(cls.d, crt, key, port=443, addr=REMOTE_IP, ns=cls.remote)
+            s_server = subprocess.Popen(
+                netns(cls.remote) + ["openssl", "s_server", "-accept", REMOTE_IP + ":8443",
+                                     "-cert", crt, "-key", key, "-www", "-quiet"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cls.procs.append(s_server)
+            wait_ns_port(cls.remote, REMOTE_IP, 8443, s_server)
+            # The pod's own app, serving TLS with the service's certificate.
+            cls.svc_crt, cls.svc_key = cls.pki.leaf("svc", "DNS:svc.example.test")
+            cls.app = Nginx(cls.d, cls.svc_crt, cls.svc_key, port=9443, addr="0.0.0.0",
+                            ns=cls.pod)
+            # sidetap as its own user, which the rules leave alone.
+            run_dir = os.path.join(cls.d, "run")
+            os.makedirs(run_dir)
+            for path in (run_dir, ca_dir, os.path.join(ca_dir, "ca.key"), cls.svc_key):
+                os.chown(path, int(PROXY_UID), int(PROXY_UID))
+            cls.sink = os.path.join(run_dir, "capture")
+            cls.log = os.path.join(cls.d, "sidetap.log")
+            cls.logf = open(cls.log, "w")
+            cls.sidetap = subprocess.Popen(
+                netns(cls.pod) + ["setpriv", "--reuid=" + PROXY_UID, "--regid=" + PROXY_UID,
+                                  "--clear-groups", os.path.join(BINDIR, "sidetap"),
+                                  "--inbound-addr=0.0.0.0:4143", "--outbound-addr=127.0.0.1:4140",
+                                  "--admin-addr=127.0.0.1:4191", "--workers=2",
+                                  "--ring=" + os.path.join(run_dir, "ring"),
+                                  "--sink=file:" + cls.sink, "--tls-out=unwrap",
+                                  "--tls-ca-cert=" + cls.ca,
+                                  "--tls-ca-key=" + os.path.join(ca_dir, "ca.key"),
+                                  "--tls-upstream-ca=" + cls.pki.ca + ".crt",
+                                  "--tls-in-cert=" + cls.svc_crt, "--tls-in-key=" + cls.svc_key],
+                stdout=cls.logf, stderr=subprocess.STDOUT)
+            wait_ns_port(cls.pod, "0.0.0.0", 4143, cls.sidetap)
+            wait_ns_port(cls.pod, "127.0.0.1", 4140, cls.sidetap)
+        except Exception:
+            if hasattr(cls, "log"):
+                with open(cls.log) as f:
+                    sys.stderr.write("sidetap's log:\n" + f.read())
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for p in cls.procs:
+            p.kill()
+            p.wait()
+        for name in ("nginx", "app"):
+            if hasattr(cls, name):
+                getattr(cls, name).stop()
+        if hasattr(cls, "sidetap") and cls.sidetap.poll() is None:
+            cls.sidetap.kill()
+            cls.sidetap.wait()
+        subprocess.run("ip netns del %s; ip netns del %s" % (cls.pod, cls.remote), shell=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(cls.d, ignore_errors=True)
+
+    def in_pod(self, *args, input=None):
+        return subprocess.run(netns(self.pod) + list(args), input=input, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30)
+
+    def test_a_pod_unwraps_both_ways_through_iptables(self):
+        # curl by name: SNI, a minted leaf for it, nginx verified by name.
+        r = self.in_pod("curl", "-sS", "--max-time", "10", "--cacert", self.ca, "--resolve",
+                        "remote.example.test:443:" + REMOTE_IP,
+                        "https://remote.example.test/hello")
+        self.assertEqual((r.returncode, r.stdout), (0, b"hello over tls\n"),
+                         r.stderr + slurp(self.log))
+        # A big download, intact.
+        out = os.path.join(self.d, "big.out")
+        r = self.in_pod("curl", "-sS", "--max-time", "20", "--cacert", self.ca, "--resolve",
+                        "remote.example.test:443:" + REMOTE_IP, "-o", out,
+                        "https://remote.example.test/big")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(out, "rb") as a, open(self.nginx.big, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).digest(), hashlib.sha256(b.read()).digest())
+        # openssl s_client to openssl s_server by IP: no SNI, the leaf and the check are for
+        # the IP address.
+        r = self.in_pod("openssl", "s_client", "-connect", REMOTE_IP + ":8443", "-CAfile",
+                        self.ca, "-verify_return_error", "-quiet", "-noservername",
+                        input=b"GET /ip HTTP/1.0\r\n\r\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"HTTP/1.0 200 ok", r.stdout)
+        # Inbound: a client in the remote namespace calls the pod's app.
+        r = subprocess.run(netns(self.remote) + [
+            "curl", "-sS", "--max-time", "10", "--cacert", self.pki.ca + ".crt", "--resolve",
+            "svc.example.test:9443:" + POD_IP, "https://svc.example.test:9443/hello"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual((r.returncode, r.stdout), (0, b"hello over tls\n"), r.stderr)
+
+        self.sidetap.send_signal(signal.SIGTERM)
+        self.assertEqual(self.sidetap.wait(timeout=30), 0)
+        self.logf.close()
+        frames = read_frames(self.sink)
+        pairs = {(f["listener"], f["req"]["target"]): f for f in frames if f["type"] == "http"}
+        self.assertEqual(sorted(pairs), [("inbound", "/hello"), ("outbound", "/big"),
+                                         ("outbound", "/hello"), ("outbound", "/ip")])
+        hello = pairs[("outbound", "/hello")]
+        self.assertEqual(hello["dst"], REMOTE_IP + ":443", "the original destination")
+        self.assertEqual(hello["tls"]["sni"], "remote.example.test")
+        self.assertEqual(hello["resp"]["body"], b"hello over tls\n")
+        ip = pairs[("outbound", "/ip")]
+        self.assertEqual(ip["dst"], REMOTE_IP + ":8443")
+        self.assertEqual(ip["tls"]["sni"], "")
+        self.assertEqual(ip["resp"]["status"], 200)
+        inbound = pairs[("inbound", "/hello")]
+        self.assertEqual(inbound["tls"]["sni"], "svc.example.test")
+        self.assertEqual(inbound["resp"]["body"], b"hello over tls\n")
+        tls = [f for f in frames if f["type"] == "tls"]
+        self.assertEqual(sorted(t["event"] for t in tls), ["unwrapped"] * 4, tls)
 
 
 if __name__ == "__main__":
