@@ -149,6 +149,14 @@ static void maybe_free(struct eng_conn *c)
 		if (c->fd[d] >= 0)
 			close(c->fd[d]);
 	}
+	if (c->own_tag) {
+		uint32_t tag = c->own_tag;
+
+		/* Only ours: the port may have gone to another socket since. */
+		atomic_compare_exchange_strong_explicit(&w->eng->own_ports[c->own_port], &tag, 0,
+							memory_order_relaxed, memory_order_relaxed);
+		c->own_tag = 0;
+	}
 	eng__tls_free(c);
 	w->nconns--;
 	conn_release(w, c);
@@ -646,6 +654,16 @@ static void on_connect(struct eng_conn *c, int res)
 		maybe_free(c);
 		return;
 	}
+	if (res >= 0) {
+		/* The poll for writability: whether the connect worked is the socket's error. */
+		int err = c->connect_err;
+		socklen_t len = sizeof(err);
+
+		if (!err && getsockopt(c->fd[ENG_U2C], SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err)
+			res = -err;
+	}
 	if (res < 0) {
 		/* The linked timeout fired when the connect comes back cancelled. */
 		bool timeout = res == -ECANCELED;
@@ -692,6 +710,40 @@ static int orig_dst(int fd, sa_family_t family, struct eng_addr *dst)
 	return 0;
 }
 
+/* A tag for a connection from <local> to <dst>, never 0 (FNV-1a). */
+static uint32_t own_tag(const struct eng_addr *local, const struct eng_addr *dst)
+{
+	const struct eng_addr *a[2] = { local, dst };
+	uint32_t h = 2166136261u;
+
+	for (unsigned k = 0; k < 2; k++) {
+		const uint8_t *p = a[k]->u.sa.sa_family == AF_INET6 ?
+					   (const uint8_t *)&a[k]->u.in6.sin6_addr :
+					   (const uint8_t *)&a[k]->u.in.sin_addr;
+		size_t n = a[k]->u.sa.sa_family == AF_INET6 ? 16 : 4;
+
+		for (size_t i = 0; i < n; i++)
+			h = (h ^ p[i]) * 16777619u;
+	}
+	h = (h ^ (eng_addr_port(dst) >> 8)) * 16777619u;
+	h = (h ^ (eng_addr_port(dst) & 0xff)) * 16777619u;
+	return h | 1;
+}
+
+/* True when the client on <fd> is one of our own upstream sockets, connecting to <dst>. */
+static bool is_own_connect(const struct eng_engine *e, int fd, const struct eng_addr *dst)
+{
+	struct eng_addr peer;
+	socklen_t len = sizeof(peer.u);
+	uint32_t tag;
+
+	if (getpeername(fd, &peer.u.sa, &len) == -1)
+		return false;
+	peer.len = len;
+	tag = atomic_load_explicit(&e->own_ports[eng_addr_port(&peer)], memory_order_relaxed);
+	return tag && tag == own_tag(&peer, dst);
+}
+
 /* True when <dst> is one of this process's listeners: forwarding there would loop. */
 static bool is_own_listener(const struct eng_engine *e, const struct eng_addr *dst)
 {
@@ -707,6 +759,20 @@ static bool is_own_listener(const struct eng_engine *e, const struct eng_addr *d
 		}
 	}
 	return false;
+}
+
+/* Enters <c>'s upstream socket, connecting now, in the table of our own ports. */
+static void own_register(struct eng_engine *e, struct eng_conn *c)
+{
+	struct eng_addr local;
+	socklen_t len = sizeof(local.u);
+
+	if (getsockname(c->fd[ENG_U2C], &local.u.sa, &len) == -1)
+		return;
+	local.len = len;
+	c->own_port = eng_addr_port(&local);
+	c->own_tag = own_tag(&local, &c->dst);
+	atomic_store_explicit(&e->own_ports[c->own_port], c->own_tag, memory_order_relaxed);
 }
 
 static void reject(struct eng_worker *w, struct eng_listener *l, int fd, enum eng_ctr why)
@@ -739,6 +805,15 @@ static enum eng_ctr upstream_of(struct eng_worker *w, struct eng_listener *l, in
 			eng_log(ENG_LOG_WARN, "loop guard: destination is sidetap itself, closing",
 				"worker=%u listener=%s suppressed=%u", w->idx,
 				eng_listener_kind_name(l->kind), suppressed);
+		return ENG_CTR_LOOP_GUARD;
+	}
+	if (is_own_connect(w->eng, fd, dst)) {
+		/* Our own upstream connect, redirected back: the rules miss sidetap's UID. */
+		if (eng_ratelimit_ok(&w->rl_conn, w->now_ms, 1000, &suppressed))
+			eng_log(ENG_LOG_WARN, "loop guard: sidetap's own connection came back, closing",
+				"worker=%u listener=%s suppressed=%u fix=\"exclude sidetap's UID from the "
+				"pod's REDIRECT rules (-m owner --uid-owner UID -j RETURN)\"",
+				w->idx, eng_listener_kind_name(l->kind), suppressed);
 		return ENG_CTR_LOOP_GUARD;
 	}
 	*orig = *dst;
@@ -802,11 +877,20 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 	if (w->eng->ring)
 		eng__cap_open(c, &orig);
 
+	/*
+	 * connect(2) here rather than IORING_OP_CONNECT: the local port is known
+	 * before any completion, so a redirected copy of this connection, accepted
+	 * by any worker, is recognised (is_own_connect). A poll waits for it.
+	 */
+	if (connect(ufd, &c->dst.u.sa, c->dst.len) == -1 && errno != EINPROGRESS)
+		c->connect_err = errno;
+	else
+		own_register(w->eng, c);
 	/* A linked pair must reach the kernel in one submission. */
 	if (io_uring_sq_space_left(&w->ring) < 2)
 		io_uring_submit(&w->ring);
 	sqe = eng__sqe(w);
-	io_uring_prep_connect(sqe, ufd, &c->dst.u.sa, c->dst.len);
+	io_uring_prep_poll_add(sqe, ufd, POLLOUT);
 	io_uring_sqe_set_data64(sqe, eng__ud(ENG_OP_CONNECT, c, 0));
 	sqe->flags |= IOSQE_IO_LINK;
 	sqe = eng__sqe(w);

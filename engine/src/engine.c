@@ -165,7 +165,8 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	e->workers = calloc(e->nworkers, sizeof(*e->workers));
-	if (!e->workers) {
+	e->own_ports = calloc(65536, sizeof(*e->own_ports));
+	if (!e->workers || !e->own_ports) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
@@ -329,6 +330,7 @@ void eng_engine_free(struct eng_engine *e)
 		eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
+	free(e->own_ports);
 	free(e);
 }
 

@@ -268,6 +268,9 @@ struct eng_conn {
 	struct eng_addr dst; /* upstream address */
 	struct eng_cap *cap; /* NULL when not captured */
 	struct eng_tls *tls; /* NULL unless the listener unwraps TLS */
+	uint16_t own_port; /* local port of the upstream socket, in eng_engine.own_ports */
+	uint32_t own_tag;
+	int connect_err; /* connect(2) failed at once: the poll that follows reports it */
 };
 
 struct eng_listener {
@@ -348,6 +351,13 @@ struct eng_engine {
 	struct eng_addr admin_addr;
 	int admin_fd;
 	int ktls; /* tlx_ktls_probe() result */
+	/*
+	 * Our upstream sockets by local port: a tag of their local address and
+	 * destination (0: none). A transparent accept whose peer is one of them,
+	 * for the same destination, is our own connect redirected back to us:
+	 * the loop an iptables rule without sidetap's UID exclusion makes.
+	 */
+	_Atomic uint32_t *own_ports;
 	uint64_t start_ms;
 	struct tlx_ca *tls_ca; /* --tls-out unwrap */
 	struct tlx_server *tls_mint; /* leaves minted by tls_ca */
