@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "k8s.h"
 #include "tap/frame.h"
 #include "tap/ring.h"
 #include "tap/sniff.h"
@@ -865,6 +866,7 @@ static void usage(FILE *o)
 	      "  dump PATH...    captured frames as JSON lines (files, or directories of segments)\n"
 	      "  har PATH...     the HTTP pairs as HAR 1.2 (devtools, HAR viewers)\n"
 	      "  stats           connections, pairs and drops of a running sidetap\n"
+	      CTL_K8S_USAGE
 	      "\n"
 	      "sidetapctl COMMAND --help describes each.\n",
 	      o);
@@ -1050,8 +1052,10 @@ int main(int argc, char **argv)
 		return cmd_paths(argc - 1, argv + 1, false);
 	if (strcmp(argv[1], "stats") == 0)
 		return cmd_stats(argc - 1, argv + 1);
+	if (ctl_k8s_is_command(argv[1]))
+		return ctl_k8s_main(argc - 1, argv + 1);
 	fprintf(stderr,
-		"sidetapctl: unknown command '%s' (commands: dump, har, stats; see sidetapctl --help)\n",
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats, inject, wait-ready; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }
