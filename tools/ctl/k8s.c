@@ -296,11 +296,16 @@ static int cmd_wait_ready(int argc, char **argv)
 
 bool ctl_k8s_is_command(const char *cmd)
 {
-	return strcmp(cmd, "inject") == 0 || strcmp(cmd, "wait-ready") == 0;
+	return strcmp(cmd, "install") == 0 || strcmp(cmd, "uninstall") == 0 ||
+	       strcmp(cmd, "inject") == 0 || strcmp(cmd, "wait-ready") == 0;
 }
 
 int ctl_k8s_main(int argc, char **argv)
 {
+	if (strcmp(argv[0], "install") == 0)
+		return ctl_install(argc, argv);
+	if (strcmp(argv[0], "uninstall") == 0)
+		return ctl_uninstall(argc, argv);
 	if (strcmp(argv[0], "inject") == 0)
 		return ctl_inject(argc, argv);
 	return cmd_wait_ready(argc, argv);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* sidetapctl's Kubernetes commands: inject, wait-ready. */
+/* sidetapctl's Kubernetes commands: install, uninstall, inject, wait-ready. */
 #ifndef SIDETAPCTL_K8S_H
 #define SIDETAPCTL_K8S_H
 
@@ -9,6 +9,8 @@
 
 /* The lines sidetapctl's usage shows for these commands. */
 #define CTL_K8S_USAGE                                                                              \
+	"  install         print or apply what Kubernetes needs for the sidecar injector\n"        \
+	"  uninstall       take sidetap out of every annotated workload, then remove it\n"         \
 	"  inject          annotate the workloads of a manifest for injection (stdin to stdout)\n" \
 	"  wait-ready      wait until a sidetap's admin endpoint answers /readyz\n"
 
@@ -23,6 +25,8 @@ int ctl_k8s_main(int argc, char **argv);
 
 /* internal to the k8s files */
 
+int ctl_install(int argc, char **argv);
+int ctl_uninstall(int argc, char **argv);
 int ctl_inject(int argc, char **argv);
 
 /* Reads "--flag VALUE" or "--flag=VALUE" at argv[*i]; sets *<missing> when the value is not there. */

@@ -1055,7 +1055,7 @@ int main(int argc, char **argv)
 	if (ctl_k8s_is_command(argv[1]))
 		return ctl_k8s_main(argc - 1, argv + 1);
 	fprintf(stderr,
-		"sidetapctl: unknown command '%s' (commands: dump, har, stats, inject, wait-ready; see sidetapctl --help)\n",
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats, install, uninstall, inject, wait-ready; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }
