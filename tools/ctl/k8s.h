@@ -25,6 +25,10 @@ int ctl_k8s_main(int argc, char **argv);
 
 /* internal to the k8s files */
 
+/*
+ * The commands, argv[0] their name. Each returns the exit status: 0, 1 for a
+ * runtime failure (kubectl failed, bad input), 2 for a usage error.
+ */
 int ctl_install(int argc, char **argv);
 int ctl_uninstall(int argc, char **argv);
 int ctl_inject(int argc, char **argv);
