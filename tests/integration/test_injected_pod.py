@@ -13,8 +13,8 @@ copy, so that a flag renamed on one side fails here:
 - as root, one injected pod comes up in network namespaces the test creates: sidetap-init
   with the init container's args, sidetap as the sidecar's runAsUser with the sidecar's
   environment, the postStart hook and readiness probe as written; the app's outbound call
-  and a client's inbound call pass through sidetap, skipped ports do not, and --cleanup puts
-  the nat table back.
+  and a client's inbound call pass through sidetap, skipped ports and sources do not, and
+  --cleanup puts the nat table back.
 
     /usr/bin/python3 tests/integration/test_injected_pod.py build/bin
 """
@@ -41,6 +41,7 @@ BIN = None
 # The case the pod runs: non-default ports, skipped ports and CIDRs, a CPU limit, extra env.
 POD_CASE = "deployment_settings"
 POD_IP, REMOTE_IP = "172.30.232.1", "172.30.232.2"  # outside the case's ignore-dst-ips
+IGNORED_SRC_IP = "10.1.2.3"  # the case's ignore-src-ips
 # Variables of issue 4's TLS flags: sidetap reads them once TLS unwrapping is built.
 TLS_ENV = ("SIDETAP_TLS_OUT", "SIDETAP_TLS_CA_CERT", "SIDETAP_TLS_CA_KEY",
            "SIDETAP_TLS_IN_CERT", "SIDETAP_TLS_IN_KEY")
@@ -248,6 +249,8 @@ class InjectedPod(unittest.TestCase):
            f"ip -n {cls.pod} addr add {POD_IP}/24 dev {veth}a && "
            f"ip -n {cls.pod} link set {veth}a up && ip -n {cls.pod} link set lo up && "
            f"ip -n {cls.remote} addr add {REMOTE_IP}/24 dev {veth}b && "
+           f"ip -n {cls.remote} addr add {IGNORED_SRC_IP}/32 dev {veth}b && "
+           f"ip -n {cls.pod} route add {IGNORED_SRC_IP}/32 dev {veth}a && "
            f"ip -n {cls.remote} link set {veth}b up && ip -n {cls.remote} link set lo up")
         cls.nat_before = cls.nat()
         # The init container, as injected.
@@ -319,9 +322,9 @@ class InjectedPod(unittest.TestCase):
         if not p.wait_for("Serving HTTP"):
             raise AssertionError(f"web server {ns} {ip}:{port} did not start:\n{p.text()}")
 
-    def get(self, ns, url):
-        out = self.in_pod("curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url,
-                          ns=ns)
+    def get(self, ns, url, *curl_args):
+        out = self.in_pod("curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}",
+                          *curl_args, url, ns=ns)
         body, _, code = out.stdout.rpartition("\n")
         return int(code or 0), body.strip()
 
@@ -361,13 +364,18 @@ class InjectedPod(unittest.TestCase):
         self.assertEqual(self.accepted("inbound"), in0 + 1)
         self.assertEqual(self.metric('sidetap_loop_guard_total{listener="outbound"}'), 0)
 
-    def test_3_ignored_ports_bypass_sidetap(self):
+    def test_3_ignored_ports_and_sources_bypass_sidetap(self):
         out0, in0 = self.accepted("outbound"), self.accepted("inbound")
         self.assertEqual(self.get(self.pod, f"http://{REMOTE_IP}:5432/"),
                          (200, "remote-5432"))
         self.assertEqual(self.get(self.remote, f"http://{POD_IP}:9090/"),
                          (200, "pod-app-9090"))
+        self.assertEqual(self.get(self.remote, f"http://{POD_IP}:8080/", "--interface",
+                                  IGNORED_SRC_IP), (200, "pod-app"))
         self.assertEqual((self.accepted("outbound"), self.accepted("inbound")), (out0, in0))
+        # From any other source the same port goes through sidetap.
+        self.assertEqual(self.get(self.remote, f"http://{POD_IP}:8080/"), (200, "pod-app"))
+        self.assertEqual(self.accepted("inbound"), in0 + 1)
 
     def test_4_rerun_keeps_the_rules_and_cleanup_restores_the_nat_table(self):
         rules = self.nat()

@@ -33,6 +33,7 @@ struct inj_settings {
 	bool java_tool_options;
 	const char *tls_in_secret, *tls_in_private, *tls_in_public;
 	json_t *skip_in_ports; /* strings, normalised */
+	json_t *skip_in_cidrs; /* inbound sources */
 	json_t *skip_out_ports;
 	json_t *skip_out_cidrs;
 	const char *cpu_request, *cpu_limit, *memory_request, *memory_limit;

@@ -319,6 +319,8 @@ static json_t *init_container(struct builder *b)
 	ARG("--ipv6", json_string("off"));
 	if (s->skip_in_ports)
 		ARG("--skip-inbound-ports", list_join(s->skip_in_ports));
+	if (s->skip_in_cidrs)
+		ARG("--skip-inbound-cidrs", list_join(s->skip_in_cidrs));
 	if (s->skip_out_ports)
 		ARG("--skip-outbound-ports", list_join(s->skip_out_ports));
 	if (s->skip_out_cidrs)

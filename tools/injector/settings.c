@@ -221,13 +221,16 @@ static int cidr_item(const char *p, size_t len, void *arg)
 	return json_array_append_new(arg, json_string(out)) == 0 ? 0 : -ENOMEM;
 }
 
-static int get_cidrs(struct reader *r, const char *name, json_t *into)
+static int get_cidrs(struct reader *r, const char *name, json_t **out)
 {
 	const char *v = get(r, name);
 
 	if (!v)
 		return 0;
-	if (list_each(v, cidr_item, into) != 0)
+	*out = json_array();
+	if (!*out)
+		return -ENOMEM;
+	if (list_each(v, cidr_item, *out) != 0)
 		return refuse(
 			r, name, v,
 			"accepted: a comma-separated list of IP addresses or CIDRs (10.0.0.0/8,192.168.1.4)");
@@ -532,34 +535,19 @@ static int parse_redirect(struct reader *r, struct inj_settings *s)
 	    (ret = get_ports(r, "ignore-outbound-ports", &s->skip_out_ports)) ||
 	    (ret = get_bool(r, "ignore-loopback", false, &loopback)))
 		return ret;
-	s->skip_out_cidrs = json_array();
-	if (!s->skip_out_cidrs)
-		return -ENOMEM;
-	if ((ret = get_cidrs(r, "ignore-dst-ips", s->skip_out_cidrs)))
+	if ((ret = get_cidrs(r, "ignore-dst-ips", &s->skip_out_cidrs)) ||
+	    (ret = get_cidrs(r, "ignore-src-ips", &s->skip_in_cidrs)))
 		return ret;
 	/* Traffic to the loopback addresses then never reaches sidetap's outbound listener. */
-	if (loopback && (json_array_append_new(s->skip_out_cidrs, json_string("127.0.0.0/8")) ||
-			 json_array_append_new(s->skip_out_cidrs, json_string("::1/128"))))
-		return -ENOMEM;
-	if (json_array_size(s->skip_out_cidrs) == 0) {
-		json_decref(s->skip_out_cidrs);
-		s->skip_out_cidrs = NULL;
-	}
-	if (get(r, "ignore-src-ips")) {
-		json_t *tmp = json_array();
-
-		if (!tmp)
+	if (loopback) {
+		if (!s->skip_out_cidrs && !(s->skip_out_cidrs = json_array()))
 			return -ENOMEM;
-		ret = get_cidrs(r, "ignore-src-ips", tmp);
-		json_decref(tmp);
-		if (ret)
-			return ret;
-		warn(s,
-		     "annotation %s/ignore-src-ips is not applied: sidetap-init cannot exclude inbound sources yet",
-		     r->cfg->prefix);
+		if (json_array_append_new(s->skip_out_cidrs, json_string("127.0.0.0/8")) ||
+		    json_array_append_new(s->skip_out_cidrs, json_string("::1/128")))
+			return -ENOMEM;
 	}
 	if (s->type != INJ_PROXY_TRANSPARENT &&
-	    (s->skip_in_ports || s->skip_out_ports || s->skip_out_cidrs))
+	    (s->skip_in_ports || s->skip_in_cidrs || s->skip_out_ports || s->skip_out_cidrs))
 		warn(s, "annotations %s/ignore-* only apply to proxy-type transparent",
 		     r->cfg->prefix);
 	return 0;
@@ -676,6 +664,7 @@ void inj__settings_fini(struct inj_settings *s)
 	json_decref(s->skip_in_ports);
 	json_decref(s->skip_out_ports);
 	json_decref(s->skip_out_cidrs);
+	json_decref(s->skip_in_cidrs);
 	json_decref(s->extra_env);
 	json_decref(s->warnings);
 	memset(s, 0, sizeof(*s));
