@@ -93,6 +93,12 @@ def admin_hook(side):
     return hook["exec"]["command"] if hook else None
 
 
+def require_jsonpatch():
+    if jsonpatch is None:
+        raise unittest.SkipTest("python3-jsonpatch is not installed "
+                                "(apt-get install python3-jsonpatch)")
+
+
 def clean_env():
     """The test's environment without sidetap's variables, which would change what runs."""
     return {k: v for k, v in os.environ.items() if not k.startswith("SIDETAP_")}
@@ -103,9 +109,7 @@ class InjectedContainers(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if jsonpatch is None:
-            raise unittest.SkipTest("python3-jsonpatch is not installed "
-                                    "(apt-get install python3-jsonpatch)")
+        require_jsonpatch()
         cls.cases = injected_cases()
         help_out = subprocess.run([os.path.join(BIN, "sidetap"), "--help"],
                                   capture_output=True, text=True, timeout=10)
@@ -218,9 +222,7 @@ class InjectedPod(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if jsonpatch is None:
-            raise unittest.SkipTest("python3-jsonpatch is not installed "
-                                    "(apt-get install python3-jsonpatch)")
+        require_jsonpatch()
         if os.geteuid() != 0:
             raise unittest.SkipTest("needs root for network namespaces and iptables")
         for prog in ("ip", "iptables-restore", "iptables-save", "setpriv", "curl"):
