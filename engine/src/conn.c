@@ -810,7 +810,8 @@ static enum eng_ctr upstream_of(struct eng_worker *w, struct eng_listener *l, in
 	if (is_own_connect(w->eng, fd, dst)) {
 		/* Our own upstream connect, redirected back: the rules miss sidetap's UID. */
 		if (eng_ratelimit_ok(&w->rl_conn, w->now_ms, 1000, &suppressed))
-			eng_log(ENG_LOG_WARN, "loop guard: sidetap's own connection came back, closing",
+			eng_log(ENG_LOG_WARN,
+				"loop guard: sidetap's own connection came back, closing",
 				"worker=%u listener=%s suppressed=%u fix=\"exclude sidetap's UID from the "
 				"pod's REDIRECT rules (-m owner --uid-owner UID -j RETURN)\"",
 				w->idx, eng_listener_kind_name(l->kind), suppressed);

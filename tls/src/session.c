@@ -100,7 +100,8 @@ int tlx__session_new_cb(SSL *ssl, SSL_SESSION *sess)
 
 	if (!requested || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	s = (struct tlx_session *)((char *)requested - offsetof(struct tlx_session, cert_requested));
+	s = (struct tlx_session *)((char *)requested -
+				   offsetof(struct tlx_session, cert_requested));
 	/* Only what a verified handshake gave (or, to the pod's app, unverified by design). */
 	if (!s->cli || (s->cli->verify && SSL_get_verify_result(ssl) != X509_V_OK))
 		return 0;

@@ -912,9 +912,7 @@ static void usage(FILE *o)
 	      "  dump PATH...    captured frames as JSON lines (files, or directories of segments)\n"
 	      "  har PATH...     the HTTP pairs as HAR 1.2 (devtools, HAR viewers)\n"
 	      "  stats           connections, pairs and drops of a running sidetap\n"
-	      "  ca create       a CA for TLS unwrapping (ca.crt, ca.key)\n"
-	      CTL_K8S_USAGE
-	      "\n"
+	      "  ca create       a CA for TLS unwrapping (ca.crt, ca.key)\n" CTL_K8S_USAGE "\n"
 	      "sidetapctl COMMAND --help describes each.\n",
 	      o);
 }

@@ -900,8 +900,9 @@ static bool resumes(struct fix *f, SSL_CTX *ctx, const char *name, bool alpn, in
 
 Test(tlx_session, upstream_sessions_resume_per_name_and_never_across_names)
 {
-	struct tth_cert srv = { .cn = "app.example", .dns = "app.example", .not_before = -60,
-				.not_after = 3600 };
+	struct tth_cert srv = {
+		.cn = "app.example", .dns = "app.example", .not_before = -60, .not_after = 3600
+	};
 	SSL_CTX *ctx;
 	struct fix f;
 	int hs;
