@@ -130,16 +130,14 @@ static unsigned slot_of(const char *key)
 	return h % TLX_RESUME_SLOTS;
 }
 
-SSL_SESSION *tlx__resume_take(struct tlx_client *cli, const char *key)
+SSL_SESSION *tlx__resume_get(struct tlx_client *cli, const char *key)
 {
 	struct tlx_resume_slot *slot = &cli->resume[slot_of(key)];
 	SSL_SESSION *sess = NULL;
 
 	pthread_mutex_lock(&cli->lock);
-	if (slot->sess && strcmp(slot->key, key) == 0) {
+	if (slot->sess && strcmp(slot->key, key) == 0 && SSL_SESSION_up_ref(slot->sess))
 		sess = slot->sess;
-		slot->sess = NULL;
-	}
 	pthread_mutex_unlock(&cli->lock);
 	return sess;
 }

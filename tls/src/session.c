@@ -160,7 +160,7 @@ struct tlx_session *tlx_session_client(struct tlx_client *cli, const char *name,
 
 		s->cli = cli;
 		snprintf(s->key, sizeof(s->key), "%c%s", alpn_http11 ? 'h' : '-', name);
-		sess = tlx__resume_take(cli, s->key);
+		sess = tlx__resume_get(cli, s->key);
 		if (sess) {
 			ok = SSL_set_session(s->ssl, sess) == 1;
 			SSL_SESSION_free(sess);

@@ -43,7 +43,13 @@ struct tlx_server {
 	struct tlx_leaf *head, *tail;
 };
 
-/* Upstream sessions kept for resumption: one per name (and ALPN offer), direct-mapped. */
+/*
+ * Upstream sessions kept for resumption: the newest per name (and ALPN offer),
+ * direct-mapped, reused by every connection to that name until a newer one
+ * replaces it (upstreams often send no new ticket on a resumed connection, so
+ * single-use tickets would resume only every other connection). At most 1024
+ * sessions, a few KiB each (the peer's certificate).
+ */
 #define TLX_RESUME_SLOTS 1024
 #define TLX_RESUME_KEY_MAX (TAP_TLS_SNI_MAX + 2)
 
@@ -59,11 +65,8 @@ struct tlx_client {
 	struct tlx_resume_slot *resume;
 };
 
-/*
- * Takes the session kept for <key>, or NULL; a taken session is removed (a
- * TLS 1.3 ticket is for one use). Caller frees it.
- */
-SSL_SESSION *tlx__resume_take(struct tlx_client *cli, const char *key);
+/* The session kept for <key> (a reference for the caller to free), or NULL. */
+SSL_SESSION *tlx__resume_get(struct tlx_client *cli, const char *key);
 
 /* Keeps <sess> (the cache takes the caller's reference) for <key>, replacing what was there. */
 void tlx__resume_put(struct tlx_client *cli, const char *key, SSL_SESSION *sess);
