@@ -71,6 +71,14 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len
 	return -EINVAL;
 }
 
+bool upl_admin_addr_ok(const char *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	return parse_addr(addr, &ss, &len) == 0;
+}
+
 int upl_admin_open(struct upl *u, const char *addr)
 {
 	struct sockaddr_storage ss;

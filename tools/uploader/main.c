@@ -339,10 +339,14 @@ static int set_kafka_props_env(struct upl_opts *o, const char *v, const char **w
 
 static int set_admin(struct upl_opts *o, const char *v, const char **why)
 {
-	*why = "IP:PORT, [IPv6]:PORT or off";
-	if (v[0] == '\0')
+	*why = "IP:PORT, [IPv6]:PORT or off, e.g. 127.0.0.1:4192";
+	if (strcmp(v, "off") == 0) {
+		o->admin_addr = NULL;
+		return 0;
+	}
+	if (!upl_admin_addr_ok(v))
 		return -EINVAL;
-	o->admin_addr = strcmp(v, "off") == 0 ? NULL : v;
+	o->admin_addr = v;
 	return 0;
 }
 

@@ -309,6 +309,7 @@ void upl_batch_done(struct upl *u, struct upl_batch *b, enum upl_result r, const
 		    const char *detail)
 {
 	uint64_t delay;
+	bool round;
 
 	b->inflight = false;
 	u->inflight--;
@@ -324,22 +325,35 @@ void upl_batch_done(struct upl *u, struct upl_batch *b, enum upl_result r, const
 			b->sf = NULL;
 		}
 		b->acked = true;
+		if (!b->from_spool)
+			upl_spool_forget_full(u->spool);
 		upl_log(UPL_LOG_DEBUG, "batch shipped", "frames=%u bytes=%zu from=%s", b->nframes,
 			b->len, b->from_spool ? "spool" : "ring");
 		break;
 	case UPL_RETRY:
-		u->failures++;
 		u->m.batches_retried++;
-		delay = backoff_ms(u->failures);
-		if (u->retry_hint_ms > delay)
-			delay = u->retry_hint_ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS :
-									u->retry_hint_ms;
+		/*
+		 * Batches that were in flight together fail together: one longer
+		 * back-off for them all, not one per batch.
+		 */
+		round = b->sent_ms >= u->backoff_set_ms || !u->failures;
+		if (round) {
+			u->failures++;
+			delay = backoff_ms(u->failures);
+			if (u->retry_hint_ms > delay)
+				delay = u->retry_hint_ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS :
+										u->retry_hint_ms;
+			u->retry_at_ms = upl_now_ms() + delay;
+			u->backoff_set_ms = upl_now_ms();
+		}
+		delay = u->retry_at_ms > upl_now_ms() ? u->retry_at_ms - upl_now_ms() : 0;
 		u->retry_hint_ms = 0;
-		u->retry_at_ms = upl_now_ms() + delay;
 		if (upl_stop_requested || u->o.once)
 			u->failed_while_stopping = true;
 		upl_set_error(u, "%s", err);
-		upl_log(UPL_LOG_WARN, "the sink did not take a batch, retrying",
+		/* One line per round of failures; the rest of the round at debug level. */
+		upl_log(round ? UPL_LOG_WARN : UPL_LOG_DEBUG,
+			"the sink did not take a batch, retrying",
 			"sink=%s err=\"%s\" frames=%u attempt=%u retry_in_ms=%lu%s%s%s",
 			u->ops->name, err, b->nframes, u->failures, (unsigned long)delay,
 			detail && detail[0] ? " response=\"" : "", detail ? detail : "",
@@ -397,6 +411,7 @@ static void dispatch(struct upl *u)
 				return;
 		}
 		b->inflight = true;
+		b->sent_ms = upl_now_ms();
 		u->inflight++;
 		ret = u->ops->send(u->sink, b);
 		if (ret == -EBADMSG)

@@ -288,6 +288,7 @@ int upl_spool_put(struct upl_spool *s, struct upl_batch *b)
 		return ret;
 	}
 	list_append(s, f);
+	s->full = false;
 	b->sf = f;
 	upl_log(UPL_LOG_DEBUG, "batch spooled", "file=%s frames=%u bytes=%zu", final, b->nframes,
 		b->len);
@@ -487,6 +488,12 @@ uint64_t upl_spool_oldest_ms(const struct upl_spool *s)
 bool upl_spool_is_full(const struct upl_spool *s)
 {
 	return s && s->full;
+}
+
+void upl_spool_forget_full(struct upl_spool *s)
+{
+	if (s && s->nfiles == 0)
+		s->full = false;
 }
 
 uint64_t upl_spool_limit(const struct upl_spool *s)

@@ -140,6 +140,7 @@ struct upl_batch {
 	struct upl_spool_file *sf; /* while in flight or loaded: its spool file (busy), or NULL */
 	bool from_spool; /* loaded from <sf> to be shipped; never in the ring queue */
 	void *sink_priv; /* the sink's, while in flight */
+	uint64_t sent_ms; /* when the sink was given it */
 };
 
 /* The uploader: one process, one thread. */
@@ -161,6 +162,7 @@ struct upl {
 	unsigned inflight;
 	unsigned failures; /* consecutive failed attempts: the back-off's exponent */
 	uint64_t retry_at_ms; /* no new attempt before this */
+	uint64_t backoff_set_ms; /* when the back-off was last lengthened */
 	bool failed_while_stopping;
 	uint64_t retry_hint_ms; /* the sink's wish for the next back-off (Retry-After), once */
 };
@@ -234,6 +236,9 @@ int upl_batch_append(struct upl_batch *b, const void *p, size_t len);
  */
 int upl_admin_open(struct upl *u, const char *addr);
 
+/* True when <addr> is an address upl_admin_open() takes. */
+bool upl_admin_addr_ok(const char *addr);
+
 /* Closes the endpoint and its clients; no endpoint is a no-op. */
 void upl_admin_close(struct upl *u);
 
@@ -294,5 +299,11 @@ uint64_t upl_spool_bytes(const struct upl_spool *s);
 uint64_t upl_spool_oldest_ms(const struct upl_spool *s);
 bool upl_spool_is_full(const struct upl_spool *s);
 uint64_t upl_spool_limit(const struct upl_spool *s);
+
+/*
+ * The sink took a batch straight from the ring: an empty spool that was
+ * full (its file system full of other things) holds nobody up any more.
+ */
+void upl_spool_forget_full(struct upl_spool *s);
 
 #endif
