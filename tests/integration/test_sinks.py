@@ -1,0 +1,596 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integration tests of sidetap-uploader's collector sink and spool, end to end: real traffic through
+sidetap, frames through the ring and the uploader, POSTed to a collector this test runs (collector.py:
+plain HTTP or HTTPS with a test CA, told to answer 200, 503, 401 or to hang), the bodies decoded by an
+independent msgpack decoder (python3-msgpack) and by sidetapctl dump. Covers TESTPLAN 6.5: D1 (SIGKILL
+at random moments), D2 (collector down, failing, slow), D5 (spool full: a low limit and a full file
+system), D6 (power cut: a shim that keeps only what was fsync'd), D7 (duplicates carry the same id).
+
+Run by CTest: /usr/bin/python3 test_sinks.py BINDIR POWERLOSS_SO. Needs python3-msgpack, openssl and
+zstd; skips with the reason when they are missing.
+"""
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import collector  # noqa: E402
+
+BINDIR = None
+SHIM = None
+
+
+def wait_for(cond, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def scrape(port, series):
+    """The value of <series> (name with labels, as exposed) at 127.0.0.1:<port>/metrics, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    for line in data.decode().splitlines():
+        if line.startswith(series + " ") or (line.startswith(series + "{") and "{" not in series):
+            return float(line.split()[-1])
+    return None
+
+
+class Upstream(collector.http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = b"hello\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Traffic:
+    """Keep-alive GETs through the proxy from a thread, each checked; records latencies."""
+
+    def __init__(self, port, per_conn=20, pause=0.0):
+        self.port, self.per_conn, self.pause = port, per_conn, pause
+        self.done = 0
+        self.errors = []
+        self.latencies = []
+        self.running = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while self.running:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    for k in range(self.per_conn):
+                        t0 = time.monotonic()
+                        s.sendall(b"GET /r%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i, k))
+                        data = b""
+                        while not data.endswith(b"hello\n"):
+                            chunk = s.recv(4096)
+                            if not chunk:
+                                raise IOError("closed early")
+                            data += chunk
+                        self.latencies.append(time.monotonic() - t0)
+                        self.done += 1
+                        if self.pause:
+                            time.sleep(self.pause)
+            except Exception as e:  # the proxy must not fail a single request
+                self.errors.append(repr(e))
+            i += 1
+
+    def stop(self):
+        self.running = False
+        self.thread.join(timeout=30)
+
+    def p99(self, since=0):
+        lat = sorted(self.latencies[since:])
+        return lat[int(len(lat) * 0.99)] if lat else 0.0
+
+
+class Proxy:
+    """sidetap in reverse mode in front of an upstream, capture on, in a scratch directory."""
+
+    def __init__(self, test, upstream_port, *extra):
+        self.test = test
+        self.dir = tempfile.mkdtemp(prefix="sidetap-sink-")
+        self.ring = os.path.join(self.dir, "ring")
+        self.spool = os.path.join(self.dir, "spool")
+        self.logf = open(os.path.join(self.dir, "sidetap.log"), "w+")
+        args = [os.path.join(BINDIR, "sidetap"), "--inbound-addr=127.0.0.1:0",
+                "--outbound-addr=off", "--admin-addr=127.0.0.1:0", "--workers=2",
+                "--inbound-mode=reverse", "--inbound-upstream=127.0.0.1:%d" % upstream_port,
+                "--ring=" + self.ring, "--spool-dir=" + self.spool,
+                "--uploader-admin-addr=127.0.0.1:0", "--batch-ms=50"] + list(extra)
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
+        ok = wait_for(lambda: 'msg="started"' in self.log() or self.proc.poll() is not None, 10)
+        text = self.log()
+        test.assertTrue(ok and 'msg="started"' in text, "sidetap did not start:\n" + text)
+        self.port = self.addr(text, "listener=inbound addr=")
+        self.admin = self.addr(text, 'msg="admin endpoint" addr=')
+
+    @staticmethod
+    def addr(text, key):
+        at = text.rindex(key) + len(key)
+        return int(text[at:].split()[0].rsplit(":", 1)[1])
+
+    def log(self):
+        self.logf.flush()
+        with open(self.logf.name) as f:
+            return f.read()
+
+    def metric(self, series):
+        return scrape(self.admin, series)
+
+    def uploader_admin(self):
+        key = 'msg="admin endpoint" component=uploader addr='
+        wait_for(lambda: key in self.log(), 10)
+        return self.addr(self.log(), key)
+
+    def upl_metric(self, series):
+        return scrape(self.uploader_admin(), series)
+
+    def settle(self):
+        """Waits until the frame count stops moving (closes captured); returns written, dropped."""
+        last = None
+        for _ in range(100):
+            now = (self.metric("sidetap_capture_frames_total"),
+                   self.metric("sidetap_capture_dropped_frames_total"))
+            if now == last:
+                break
+            last = now
+            time.sleep(0.1)
+        return int(last[0]), int(last[1])
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        status = self.proc.wait(timeout=40)
+        self.test.assertEqual(status, 0, "sidetap did not exit 0:\n" + self.log())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.logf.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def uploader(ring, sink, logf, *extra, env=None):
+    """A standalone sidetap-uploader (the proxy runs with --uploader off)."""
+    return subprocess.Popen([os.path.join(BINDIR, "sidetap-uploader"), "--ring", ring, "--sink",
+                             sink, "--batch-ms=50"] + list(extra),
+                            stdout=logf, stderr=subprocess.STDOUT, env=env)
+
+
+def check_ids(test, ids, written, dropped):
+    """Every frame the ring took arrived (duplicates allowed); gaps only where frames were dropped."""
+    unique = set(ids)
+    test.assertEqual(len(unique), written,
+                     "collector holds %d unique frames, the ring took %d" % (len(unique), written))
+    by_worker = {}
+    for fid in unique:
+        gen, worker, seq = fid.split("-")
+        by_worker.setdefault((gen, worker), set()).add(int(seq))
+    gaps = sum(max(seqs) - len(seqs) for seqs in by_worker.values())
+    test.assertLessEqual(gaps, dropped, "frames missing that were not counted as dropped")
+    if dropped == 0:
+        test.assertEqual(gaps, 0)
+    return unique
+
+
+class SinkTestBase(unittest.TestCase):
+    def setUp(self):
+        if collector.msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        self.upstream = collector.socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
+        self.upstream.daemon_threads = True
+        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
+        self.uport = self.upstream.server_address[1]
+        self.cleanups = []
+
+    def tearDown(self):
+        for f in reversed(self.cleanups):
+            f()
+        self.upstream.shutdown()
+        self.upstream.server_close()
+
+    def collector(self, *args, **kw):
+        c = collector.Collector(*args, **kw)
+        self.cleanups.append(c.stop)
+        return c
+
+    def proxy(self, *args):
+        p = Proxy(self, self.uport, *args)
+        self.cleanups.append(p.close)
+        return p
+
+
+class HttpSinkTest(SinkTestBase):
+    def test_every_frame_arrives_and_a_body_reads_with_sidetapctl(self):
+        c = self.collector()
+        p = self.proxy("--sink=http://127.0.0.1:%d/v1/frames" % c.port)
+        t = Traffic(p.port)
+        wait_for(lambda: t.done >= 300, 20)
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 10))
+        self.assertEqual(p.upl_metric("sidetap_uploader_frames_shipped_total"), written)
+        self.assertEqual(p.upl_metric("sidetap_uploader_batches_retried_total"), 0)
+        p.stop()
+        self.assertEqual(c.errors, [])
+        self.assertEqual(dropped, 0)
+        check_ids(self, c.ids, written, 0)
+        self.assertEqual(len(c.ids), written, "no duplicates without failures")
+        pairs = [f for body in c.bodies for f in collector.decode_frames(body)
+                 if f["type"] == "http"]
+        self.assertEqual(len(pairs), t.done, "every request captured")
+        # A saved request body is a capture file: sidetapctl reads it as it reads a segment.
+        body = os.path.join(p.dir, "body.msgpack")
+        with open(body, "wb") as f:
+            f.write(c.bodies[0])
+        out = subprocess.run([os.path.join(BINDIR, "sidetapctl"), "dump", body], check=True,
+                             stdout=subprocess.PIPE).stdout.decode().splitlines()
+        self.assertEqual(len(out), len(collector.decode_frames(c.bodies[0])))
+        self.assertIn('"id":"', out[0])
+
+    def test_503_for_a_while_then_200_loses_nothing_and_counts_retries(self):
+        c = self.collector()
+        c.status = 503
+        p = self.proxy("--sink=http://127.0.0.1:%d/v1/frames" % c.port)
+        t = Traffic(p.port, pause=0.001)
+        self.assertTrue(wait_for(lambda: c.requests >= 3, 15), "no attempts while failing")
+        self.assertTrue(wait_for(
+            lambda: (p.upl_metric("sidetap_uploader_spool_files") or 0) > 0, 10),
+            "the spool did not take the batches the collector refused")
+        c.status = 200
+        time.sleep(0.5)
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 30),
+                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        retried = p.upl_metric("sidetap_uploader_batches_retried_total")
+        self.assertGreaterEqual(retried, 3)
+        self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_files") == 0, 10),
+                        "the spool was not emptied")
+        self.assertEqual(p.upl_metric("sidetap_uploader_spool_bytes"), 0)
+        self.assertIn("HTTP 503", p.log())
+        self.assertIn("collector says 503", p.log(), "the response body is logged")
+        p.stop()
+        self.assertEqual(dropped, 0)
+        check_ids(self, c.ids, written, 0)
+
+    def test_collector_down_longer_than_the_ring_holds_the_spool_absorbs_it(self):
+        c = self.collector()
+        port = c.port
+        c.stop()  # refused connections from here on
+        self.cleanups.remove(c.stop)
+        p = self.proxy("--sink=http://127.0.0.1:%d/v1/frames" % port, "--ring-size=256K")
+        t = Traffic(p.port, pause=0.0005)
+        # Several times what the ring holds, while nothing listens.
+        self.assertTrue(wait_for(lambda: (p.metric("sidetap_capture_bytes_total") or 0)
+                                 > 4 * 256 * 1024, 30))
+        self.assertEqual(p.metric("sidetap_capture_dropped_frames_total"), 0,
+                         "the ring overflowed while the spool had room")
+        spooled = p.upl_metric("sidetap_uploader_spool_bytes")
+        self.assertGreater(spooled, 256 * 1024, "the spool holds more than the ring could")
+        self.assertGreater(p.upl_metric("sidetap_uploader_oldest_unshipped_age_seconds"), 0)
+        self.assertRegex(p.log(), r"Couldn't connect to server|Connection refused")
+        c = self.collector(port)
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 40),
+                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_files") == 0, 10))
+        self.assertEqual(p.upl_metric("sidetap_uploader_oldest_unshipped_age_seconds"), 0)
+        p.stop()
+        self.assertEqual(dropped, 0)
+        check_ids(self, c.ids, written, 0)
+        self.assertEqual(c.errors, [])
+
+    def test_hanging_collector_times_out_and_is_retried(self):
+        c = self.collector()
+        c.hang_s = 1.0
+        p = self.proxy("--sink=http://127.0.0.1:%d/v1/frames" % c.port, "--sink-timeout=300")
+        t = Traffic(p.port)
+        wait_for(lambda: t.done >= 100, 10)
+        self.assertTrue(wait_for(lambda: "Timeout was reached" in p.log(), 10), p.log())
+        c.hang_s = 0
+        t.stop()
+        written, _ = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 30))
+        self.assertGreater(p.upl_metric("sidetap_uploader_batches_retried_total"), 0)
+        p.stop()
+        check_ids(self, c.ids, written, 0)
+
+    def test_gzip_and_zstd_bodies_decode_to_the_same_frames(self):
+        if shutil.which("zstd") is None:
+            self.skipTest("zstd is missing (apt-get install zstd)")
+        for comp in ("gzip", "zstd"):
+            c = self.collector()
+            p = self.proxy("--sink=http://127.0.0.1:%d/f" % c.port, "--sink-compression=" + comp)
+            t = Traffic(p.port)
+            wait_for(lambda: t.done >= 100, 10)
+            t.stop()
+            written, _ = p.settle()
+            p.stop()
+            self.assertEqual(c.encodings, {comp}, comp)
+            self.assertEqual(c.errors, [], comp)
+            check_ids(self, c.ids, written, 0)
+
+    def test_bad_token_gets_401_the_batch_is_set_aside_then_a_new_token_works(self):
+        c = self.collector()
+        c.token = "s3cret"
+        tmp = tempfile.mkdtemp(prefix="sidetap-token-")
+        self.cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        token = os.path.join(tmp, "token")
+        with open(token, "w") as f:
+            f.write("wrong\n")
+        p = self.proxy("--sink=http://127.0.0.1:%d/f" % c.port, "--token-file=" + token)
+        t = Traffic(p.port, pause=0.002)
+        self.assertTrue(wait_for(lambda: "HTTP 401" in p.log(), 10), p.log())
+        text = p.log()
+        self.assertIn("the sink refused a batch, setting it aside", text)
+        self.assertIn("invalid token: the collector wants another one", text)
+        rejected = os.path.join(p.spool, "rejected")
+        self.assertTrue(wait_for(lambda: os.listdir(rejected), 5))
+        # The set-aside batch is a capture file, kept for a person to look at.
+        name = os.path.join(rejected, sorted(os.listdir(rejected))[0])
+        out = subprocess.run([os.path.join(BINDIR, "sidetapctl"), "dump", name], check=True,
+                             stdout=subprocess.PIPE).stdout
+        self.assertGreater(len(out.splitlines()), 0)
+        # A rotated token (a new file moved in, as a Secret volume does) is read again.
+        with open(token + ".new", "w") as f:
+            f.write("s3cret\n")
+        os.rename(token + ".new", token)
+        self.assertTrue(wait_for(lambda: len(c.ids) > 0, 10), "the new token was not used")
+        self.assertIn("token file changed", p.log())
+        t.stop()
+        written, _ = p.settle()
+        self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_inflight_batches") == 0
+                                 and p.metric("sidetap_capture_ring_used_bytes") == 0, 10))
+        refused = p.upl_metric("sidetap_uploader_frames_rejected_total")
+        self.assertGreater(refused, 0)
+        self.assertGreater(p.upl_metric("sidetap_uploader_batches_rejected_total"), 0)
+        self.assertEqual(p.upl_metric("sidetap_uploader_batches_retried_total"), 0,
+                         "401 is not retried")
+        p.stop()
+        # Every frame went somewhere: to the collector or aside, none retried forever.
+        self.assertEqual(len(set(c.ids)) + refused, written)
+
+    def test_https_with_a_test_ca(self):
+        if shutil.which("openssl") is None:
+            self.skipTest("openssl is missing (apt-get install openssl)")
+        tmp = tempfile.mkdtemp(prefix="sidetap-tls-")
+        self.cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        ca_key, ca, key, csr, crt, ext = (os.path.join(tmp, n) for n in
+                                          ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem",
+                                           "ext.cnf"))
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run = lambda *a: subprocess.run(a, check=True, stdout=subprocess.DEVNULL,  # noqa: E731
+                                        stderr=subprocess.DEVNULL)
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+            "-out", ca, "-days", "2", "-subj", "/CN=sidetap test CA")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+            "-subj", "/CN=127.0.0.1")
+        run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+            "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext)
+        c = self.collector(tls=(crt, key))
+        url = "https://127.0.0.1:%d/v1/frames" % c.port
+        # Not in the system store: refused, and retried until it is trusted.
+        p = self.proxy("--sink=" + url)
+        t = Traffic(p.port)
+        self.assertTrue(wait_for(lambda: "certificate" in p.log(), 10), p.log())
+        t.stop()
+        p.stop()
+        self.assertEqual(c.ids, [], "an unverified collector got frames")
+        c2 = self.collector(tls=(crt, key))
+        p = self.proxy("--sink=https://127.0.0.1:%d/v1/frames" % c2.port, "--sink-ca=" + ca)
+        t = Traffic(p.port)
+        wait_for(lambda: t.done >= 200, 10)
+        t.stop()
+        written, _ = p.settle()
+        p.stop()
+        self.assertEqual(c2.errors, [])
+        check_ids(self, c2.ids, written, 0)
+
+
+class CrashTest(SinkTestBase):
+    """TESTPLAN D1 and D7: SIGKILL the uploader at random moments while traffic and a collector run."""
+
+    def test_sigkill_at_random_moments_loses_no_frame(self):
+        c = self.collector()
+        p = self.proxy("--uploader=off", "--ring-size=64M")
+        sink = "http://127.0.0.1:%d/v1/frames" % c.port
+        logf = open(os.path.join(p.dir, "uploader.log"), "w+")
+        args = ("--spool-dir=" + p.spool, "--batch-frames=50", "--log-level=warn")
+        t = Traffic(p.port, per_conn=5)
+        rng = random.Random(int(os.environ.get("SIDETAP_TEST_SEED", time.time())))
+        kills = 0
+        deadline = time.time() + 8
+        while time.time() < deadline:
+            # The collector fails now and then, so that kills also land while spooling.
+            c.status = 503 if rng.random() < 0.2 else 200
+            up = uploader(p.ring, sink, logf, *args)
+            time.sleep(rng.uniform(0.02, 0.3))
+            up.kill()
+            up.wait()
+            kills += 1
+        c.status = 200
+        t.stop()
+        self.assertEqual(t.errors, [], "traffic was affected")
+        self.assertGreaterEqual(kills, 20)
+        written, dropped = p.settle()
+        p.stop()
+        up = uploader(p.ring, sink, logf, *args, "--once")
+        self.assertEqual(up.wait(timeout=60), 0)
+        logf.close()
+        self.assertEqual(dropped, 0)
+        self.assertEqual(c.errors, [])
+        check_ids(self, c.ids, written, 0)
+        # D7: a frame sent twice is the same frame, with the same id.
+        frames = {}
+        for body in c.bodies:
+            for f in collector.decode_frames(body):
+                self.assertEqual(frames.setdefault(f["id"], f), f, "a duplicate differs")
+        self.assertFalse([n for n in os.listdir(p.spool) if n.startswith("spool-")],
+                         "spool files left")
+
+
+class PowerLossTest(SinkTestBase):
+    """TESTPLAN D6: only what was fsync'd survives a power cut; nothing released is lost."""
+
+    def rebuild(self, spool, shadow):
+        """The spool as a power cut would leave it: synced content, synced directory entries."""
+        with open(os.path.join(shadow, "snap")) as f:
+            entries = [line.split() for line in f if line.strip()]
+        for name in os.listdir(spool):
+            path = os.path.join(spool, name)
+            if os.path.isfile(path):
+                os.unlink(path)
+        for name, key in entries:
+            data = b""
+            if key != "0":
+                with open(os.path.join(shadow, "c-" + key), "rb") as f:
+                    data = f.read()
+            with open(os.path.join(spool, name), "wb") as f:
+                f.write(data)
+
+    def test_power_cut_keeps_every_released_frame(self):
+        if not SHIM or not os.path.exists(SHIM):
+            self.skipTest("the power-cut shim was not built")
+        c = self.collector()
+        p = self.proxy("--uploader=off", "--ring-size=64M")
+        sink = "http://127.0.0.1:%d/v1/frames" % c.port
+        shadow = os.path.join(p.dir, "shadow")
+        os.mkdir(shadow)
+        os.mkdir(p.spool)
+        env = dict(os.environ, LD_PRELOAD=SHIM, POWERLOSS_DIR=p.spool, POWERLOSS_SHADOW=shadow,
+                   ASAN_OPTIONS="verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
+        logf = open(os.path.join(p.dir, "uploader.log"), "w+")
+        args = ("--spool-dir=" + p.spool, "--batch-frames=40", "--log-level=warn")
+        t = Traffic(p.port, per_conn=5, pause=0.0005)
+        rng = random.Random(int(os.environ.get("SIDETAP_TEST_SEED", time.time())))
+        cuts = spooled = 0
+        deadline = time.time() + 8
+        while time.time() < deadline:
+            # Mostly down: the spool takes the frames, and the cut lands among its writes.
+            c.status = 503 if rng.random() < 0.7 else 200
+            up = uploader(p.ring, sink, logf, *args, env=env)
+            time.sleep(rng.uniform(0.05, 0.4))
+            up.kill()
+            up.wait()
+            spooled += len([n for n in os.listdir(p.spool) if n.endswith(".msgpack")])
+            self.rebuild(p.spool, shadow)
+            cuts += 1
+        c.status = 200
+        t.stop()
+        self.assertEqual(t.errors, [])
+        self.assertGreaterEqual(cuts, 10)
+        self.assertGreater(spooled, 0, "the spool was never used: the test proves nothing")
+        written, dropped = p.settle()
+        p.stop()
+        up = uploader(p.ring, sink, logf, *args, "--once")
+        self.assertEqual(up.wait(timeout=60), 0)
+        logf.close()
+        self.assertEqual(c.errors, [], "a spool file came back torn")
+        self.assertEqual(dropped, 0)
+        check_ids(self, c.ids, written, 0)
+
+
+class SpoolFullTest(SinkTestBase):
+    """TESTPLAN D5: a full spool stops draining; the ring drops the newest, counted; the proxy goes on."""
+
+    def run_full(self, *extra):
+        c = self.collector()
+        port = c.port
+        c.stop()
+        self.cleanups.remove(c.stop)
+        p = self.proxy("--sink=http://127.0.0.1:%d/f" % port, "--ring-size=256K", *extra)
+        t = Traffic(p.port)
+        wait_for(lambda: t.done >= 300, 10)
+        base_rate = t.done
+        t0, n0 = time.monotonic(), t.done
+        self.assertTrue(wait_for(lambda: (p.metric("sidetap_capture_dropped_frames_total") or 0)
+                                 > 500, 30), "the ring never dropped")
+        self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_full") == 1, 5))
+        self.assertGreater(p.upl_metric("sidetap_uploader_spool_full_total"), 0)
+        # The proxy keeps forwarding at full speed with capture blocked behind it.
+        i0 = len(t.latencies)
+        time.sleep(1.0)
+        full_rate = (t.done - n0) / (time.monotonic() - t0)
+        self.assertGreater(full_rate, 100, "the proxy slowed down (%.0f req/s)" % full_rate)
+        self.assertLess(t.p99(i0), 0.2, "requests waited on capture")
+        self.assertGreater(base_rate, 0)
+        self.assertIn("the spool is full", p.log())
+        # The uploader's endpoint shows the ring's drops too (read first: they still grow).
+        upl_dropped = p.upl_metric("sidetap_uploader_ring_dropped_frames_total")
+        self.assertGreater(upl_dropped, 0)
+        self.assertLessEqual(upl_dropped, p.metric("sidetap_capture_dropped_frames_total"))
+        c = self.collector(port)
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 40),
+                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_full") == 0, 10))
+        p.stop()
+        # The counts add up: what the ring took arrived, what it dropped was counted.
+        check_ids(self, c.ids, written, dropped)
+        self.assertGreater(dropped, 0)
+        return p
+
+    def test_low_spool_limit_stops_draining_and_the_counts_add_up(self):
+        self.run_full("--spool-limit=64K")
+
+    def test_full_file_system_under_the_spool_is_the_same_policy(self):
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            self.skipTest("mounting a small tmpfs needs root")
+        tmp = tempfile.mkdtemp(prefix="sidetap-tmpfs-")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", tmp]).returncode:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.skipTest("cannot mount a tmpfs here")
+
+        def unmount():
+            subprocess.run(["umount", "-l", tmp])
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.cleanups.append(unmount)
+        # Room for a few batches before ENOSPC, rather than the limit, stops the spool.
+        self.run_full("--spool-limit=1G", "--spool-dir=" + os.path.join(tmp, "spool"),
+                      "--batch-bytes=64K")
+
+
+if __name__ == "__main__":
+    BINDIR = sys.argv.pop(1)
+    SHIM = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1].endswith(".so") else None
+    unittest.main(verbosity=2)
