@@ -39,6 +39,11 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 #define RETRY_AFTER_MAX_MS 300000
+/*
+ * A spool holds this many batches at least (--batch-bytes is lowered to fit):
+ * room to spool more while a collector has its 4 in flight.
+ */
+#define SPOOL_BATCHES_MIN 8
 /* At stop, how long a ring that was not marked stopped gets to deliver its last frames. */
 #define STOP_GRACE_MS 2000
 
@@ -464,6 +469,17 @@ int upl_remote_run(struct upl *u)
 	ret = upl_spool_open(u->o.spool_dir, u->o.spool_limit, &u->spool);
 	if (ret < 0)
 		return 1;
+	/*
+	 * A batch larger than the spool could never be spooled, and reading
+	 * would stop behind it whenever the sink is down: a small spool gets
+	 * small batches, several to a spool.
+	 */
+	if (u->o.spool_limit && u->o.batch_bytes > u->o.spool_limit / SPOOL_BATCHES_MIN) {
+		u->o.batch_bytes = u->o.spool_limit / SPOOL_BATCHES_MIN;
+		upl_log(UPL_LOG_INFO, "batches made smaller to fit the spool",
+			"batch_bytes=%lu spool_limit=%lu", (unsigned long)u->o.batch_bytes,
+			(unsigned long)u->o.spool_limit);
+	}
 	u->ops = u->o.kind == UPL_SINK_KAFKA ? &upl_sink_kafka : &upl_sink_http;
 	ret = u->ops->open(u, &u->sink);
 	if (ret < 0) {
