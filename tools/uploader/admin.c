@@ -259,12 +259,18 @@ static size_t render_metrics(struct upl *u, char *buf, size_t cap)
 		"# HELP sidetap_uploader_spool_limit_bytes What the spool may hold (0: no spool).\n"
 		"# TYPE sidetap_uploader_spool_limit_bytes gauge\n"
 		"sidetap_uploader_spool_limit_bytes %lu\n"
-		"# HELP sidetap_uploader_spool_full 1 while the spool is full: draining stops, the ring drops the newest frames.\n"
+		"# HELP sidetap_uploader_spool_full 1 while the spool is full; the label is the --spool-full policy (stop: draining stops, the ring drops the newest frames).\n"
 		"# TYPE sidetap_uploader_spool_full gauge\n"
-		"sidetap_uploader_spool_full %d\n"
+		"sidetap_uploader_spool_full{policy=\"%s\"} %d\n"
 		"# HELP sidetap_uploader_spool_full_total Times the spool became full.\n"
 		"# TYPE sidetap_uploader_spool_full_total counter\n"
 		"sidetap_uploader_spool_full_total %lu\n"
+		"# HELP sidetap_uploader_spool_dropped_frames_total Frames deleted from the full spool, never shipped (--spool-full drop-oldest).\n"
+		"# TYPE sidetap_uploader_spool_dropped_frames_total counter\n"
+		"sidetap_uploader_spool_dropped_frames_total %lu\n"
+		"# HELP sidetap_uploader_spool_dropped_batches_total Batches deleted from the full spool (--spool-full drop-oldest).\n"
+		"# TYPE sidetap_uploader_spool_dropped_batches_total counter\n"
+		"sidetap_uploader_spool_dropped_batches_total %lu\n"
 		"# HELP sidetap_uploader_oldest_unshipped_age_seconds Age of the oldest frame not yet acknowledged (ring or spool; 0: none).\n"
 		"# TYPE sidetap_uploader_oldest_unshipped_age_seconds gauge\n"
 		"sidetap_uploader_oldest_unshipped_age_seconds %.3f\n"
@@ -294,8 +300,10 @@ static size_t render_metrics(struct upl *u, char *buf, size_t cap)
 		(unsigned long)u->m.batches_retried, sink, (unsigned long)u->m.batches_rejected,
 		sink, (unsigned long)u->m.frames_rejected, (unsigned long)u->m.frames_spooled,
 		(unsigned long)upl_spool_bytes(u->spool), upl_spool_files(u->spool),
-		(unsigned long)upl_spool_limit(u->spool), upl_spool_is_full(u->spool) ? 1 : 0,
-		(unsigned long)u->m.spool_full_total,
+		(unsigned long)upl_spool_limit(u->spool),
+		u->o.spool_full == UPL_SPOOL_FULL_DROP_OLDEST ? "drop-oldest" : "stop",
+		upl_spool_is_full(u->spool) ? 1 : 0, (unsigned long)u->m.spool_full_total,
+		(unsigned long)u->m.spool_dropped_frames, (unsigned long)u->m.spool_dropped_batches,
 		oldest && oldest < now ? (double)(now - oldest) / 1000.0 : 0.0, u->inflight,
 		(unsigned long)produced, (unsigned long)dropped, (unsigned long)used,
 		(unsigned long)u->m.corrupt, (unsigned long)u->m.invalid, err,

@@ -134,9 +134,12 @@ static void usage(FILE *out)
 		"                          (default 1000)\n"
 		"  --spool-dir DIR         remote sinks: where batches wait while the sink is down or slow\n"
 		"                          (default ./sidetap-spool; rejected batches go to DIR/rejected)\n"
-		"  --spool-limit N         bytes the spool may hold (default 1G; 0: no spool). When it is\n"
-		"                          full the uploader stops draining: the ring drops the newest\n"
-		"                          frames and counts them\n"
+		"  --spool-limit N         bytes the spool may hold (default 1G; 0: no spool)\n"
+		"  --spool-full POLICY     when the spool is full (its limit or its file system):\n"
+		"                            stop (default)  stop draining: the ring drops the newest\n"
+		"                                            frames and counts them\n"
+		"                            drop-oldest     delete the oldest waiting batches to make\n"
+		"                                            room, counting their frames as dropped\n"
 		"  --sink-timeout MS       remote sinks: give an attempt up after this long (default 30000)\n"
 		"  --sink-compression C    none (default); http(s): gzip, zstd; kafka: gzip, zstd, lz4, snappy\n"
 		"  --token-file FILE       http(s): send 'Authorization: Bearer <its content>'; re-read\n"
@@ -270,6 +273,20 @@ static int set_spool_limit(struct upl_opts *o, const char *v, const char **why)
 	return 0;
 }
 
+static int set_spool_full(struct upl_opts *o, const char *v, const char **why)
+{
+	if (strcmp(v, "stop") == 0) {
+		o->spool_full = UPL_SPOOL_FULL_STOP;
+		return 0;
+	}
+	if (strcmp(v, "drop-oldest") == 0) {
+		o->spool_full = UPL_SPOOL_FULL_DROP_OLDEST;
+		return 0;
+	}
+	*why = "accepted: stop, drop-oldest";
+	return -EINVAL;
+}
+
 static int set_sink_timeout(struct upl_opts *o, const char *v, const char **why)
 {
 	*why = "milliseconds from 100 to 3600000";
@@ -375,6 +392,7 @@ static const struct flag flags[] = {
 	{ "batch-ms", "SIDETAP_BATCH_MS", set_batch_ms },
 	{ "spool-dir", "SIDETAP_SPOOL_DIR", set_spool_dir },
 	{ "spool-limit", "SIDETAP_SPOOL_LIMIT", set_spool_limit },
+	{ "spool-full", "SIDETAP_SPOOL_FULL", set_spool_full },
 	{ "sink-timeout", "SIDETAP_SINK_TIMEOUT", set_sink_timeout },
 	{ "sink-compression", "SIDETAP_SINK_COMPRESSION", set_compression },
 	{ "token-file", "SIDETAP_TOKEN_FILE", set_token_file },

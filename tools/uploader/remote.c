@@ -19,8 +19,10 @@
  * yet durable goes there when the ring is more than half full, so a slow or
  * dead sink never makes the ring overflow while the spool has room. Spool
  * files ship first-in first-out and are deleted once acknowledged. When the
- * spool is full, reading stops once the sink's share of batches is taken:
- * the ring fills and its producer drops the newest frames, counted.
+ * spool is full (--spool-full stop, the default), reading stops once the
+ * sink's share of batches is taken: the ring fills and its producer drops
+ * the newest frames, counted. With drop-oldest, the oldest spool files not
+ * being shipped are deleted to make room, their frames counted as dropped.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -116,8 +118,36 @@ static bool backing_off(struct upl *u)
 }
 
 /*
- * Writes ring batch <b> to the spool. Returns 0 when it is durable there,
- * -ENOSPC when the spool is full or disabled, or another negative errno.
+ * --spool-full drop-oldest: deletes the oldest batch waiting in the spool
+ * (not one being shipped) to make room. Returns false when none can go.
+ */
+static bool drop_oldest(struct upl *u)
+{
+	struct upl_spool_file *f = upl_spool_next(u->spool);
+	uint64_t now = upl_now_ms();
+
+	if (!f)
+		return false;
+	u->m.spool_dropped_frames += f->frames;
+	u->m.spool_dropped_batches++;
+	/* A sink that stays down drops a batch per batch read: one line every 10 s says so. */
+	if (!u->drop_logged_ms || now - u->drop_logged_ms >= 10000) {
+		upl_log(UPL_LOG_WARN, "the spool is full: deleting its oldest batches",
+			"spool_bytes=%lu spool_limit=%lu dropped_frames_total=%lu",
+			(unsigned long)upl_spool_bytes(u->spool),
+			(unsigned long)upl_spool_limit(u->spool),
+			(unsigned long)u->m.spool_dropped_frames);
+		u->drop_logged_ms = now;
+	}
+	upl_set_error(u, "spool full, oldest batches deleted");
+	upl_spool_remove(u->spool, f);
+	return true;
+}
+
+/*
+ * Writes ring batch <b> to the spool, under --spool-full drop-oldest making
+ * room first. Returns 0 when it is durable there, -ENOSPC when the spool is
+ * full or disabled, or another negative errno.
  */
 static int spool_batch(struct upl *u, struct upl_batch *b)
 {
@@ -130,9 +160,14 @@ static int spool_batch(struct upl *u, struct upl_batch *b)
 		return -ENOSPC;
 	was_full = upl_spool_is_full(u->spool);
 	ret = upl_spool_put(u->spool, b);
+	if (ret == -ENOSPC && !was_full)
+		u->m.spool_full_total++;
+	/* A batch larger than the whole spool would empty it for nothing. */
+	while (ret == -ENOSPC && u->o.spool_full == UPL_SPOOL_FULL_DROP_OLDEST &&
+	       b->len <= upl_spool_limit(u->spool) && drop_oldest(u))
+		ret = upl_spool_put(u->spool, b);
 	if (ret == -ENOSPC) {
 		if (!was_full) {
-			u->m.spool_full_total++;
 			upl_log(UPL_LOG_WARN,
 				"the spool is full: draining stops, the ring drops the newest frames",
 				"spool_bytes=%lu spool_limit=%lu",
@@ -572,11 +607,12 @@ int upl_remote_run(struct upl *u)
 	free_all(u);
 	upl_ring_detach(u);
 	upl_log(UPL_LOG_INFO, "stopped",
-		"frames=%lu batches=%lu retried=%lu rejected=%lu spooled=%lu spool_files=%u corrupt=%lu invalid=%lu",
+		"frames=%lu batches=%lu retried=%lu rejected=%lu spooled=%lu spool_files=%u spool_dropped=%lu corrupt=%lu invalid=%lu",
 		(unsigned long)u->m.frames_shipped, (unsigned long)u->m.batches_shipped,
 		(unsigned long)u->m.batches_retried, (unsigned long)u->m.batches_rejected,
 		(unsigned long)u->m.frames_spooled, upl_spool_files(u->spool),
-		(unsigned long)u->m.corrupt, (unsigned long)u->m.invalid);
+		(unsigned long)u->m.spool_dropped_frames, (unsigned long)u->m.corrupt,
+		(unsigned long)u->m.invalid);
 	upl_spool_close(u->spool);
 	u->spool = NULL;
 	return status;

@@ -355,8 +355,8 @@ void upl_spool_remove(struct upl_spool *s, struct upl_spool_file *f)
 	 * back, and it is shipped again (a duplicate, never a loss).
 	 */
 	if (unlinkat(s->dirfd, name, 0) == -1 && errno != ENOENT)
-		upl_log(UPL_LOG_WARN, "cannot delete a shipped spool file", "file=%s err=\"%s\"",
-			name, strerror(errno));
+		upl_log(UPL_LOG_WARN, "cannot delete a spool file", "file=%s err=\"%s\"", name,
+			strerror(errno));
 	list_unlink(s, f);
 	free(f);
 }

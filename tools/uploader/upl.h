@@ -36,6 +36,12 @@ enum upl_compression {
 	UPL_COMP_SNAPPY, /* kafka only */
 };
 
+/* What a remote sink's uploader does when a batch finds the spool full. */
+enum upl_spool_full {
+	UPL_SPOOL_FULL_STOP = 0, /* stop draining: the ring fills and drops the newest frames */
+	UPL_SPOOL_FULL_DROP_OLDEST, /* delete the oldest waiting batches to make room */
+};
+
 struct upl_opts {
 	const char *ring;
 	const char *sink; /* the URL as given */
@@ -47,6 +53,7 @@ struct upl_opts {
 	unsigned segment_ms;
 	const char *spool_dir; /* remote sinks */
 	uint64_t spool_limit; /* bytes; 0: no spool */
+	enum upl_spool_full spool_full;
 	unsigned batch_frames;
 	uint64_t batch_bytes;
 	unsigned batch_ms;
@@ -71,6 +78,8 @@ struct upl_metrics {
 	uint64_t frames_rejected;
 	uint64_t frames_spooled; /* written to the spool (then released from the ring) */
 	uint64_t spool_full_total; /* times the spool could not take a batch */
+	uint64_t spool_dropped_frames; /* deleted from a full spool (drop-oldest), never shipped */
+	uint64_t spool_dropped_batches;
 	uint64_t corrupt; /* ring records that were not records: skipped to the head */
 	uint64_t invalid; /* records that were not valid frames: not shipped */
 	char last_error[256];
@@ -165,6 +174,7 @@ struct upl {
 	uint64_t backoff_set_ms; /* when the back-off was last lengthened */
 	bool failed_while_stopping;
 	uint64_t retry_hint_ms; /* the sink's wish for the next back-off (Retry-After), once */
+	uint64_t drop_logged_ms; /* when dropping from a full spool was last logged */
 };
 
 extern volatile sig_atomic_t upl_stop_requested;
@@ -283,7 +293,7 @@ struct upl_spool_file *upl_spool_next(struct upl_spool *s);
 /* Reads <f> into <b> (b->sf = <f>). Returns 0 or a negative errno (logged). */
 int upl_spool_load(struct upl_spool *s, struct upl_spool_file *f, struct upl_batch *b);
 
-/* Deletes <f> (acknowledged) and frees it. */
+/* Deletes <f> (acknowledged, or dropped from a full spool) and frees it. */
 void upl_spool_remove(struct upl_spool *s, struct upl_spool_file *f);
 
 /*
