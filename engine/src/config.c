@@ -357,6 +357,16 @@ static int set_spool_limit(struct eng_config *c, const char *v, const char **why
 	return 0;
 }
 
+static int set_spool_full(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "stop") != 0 && strcmp(v, "drop-oldest") != 0) {
+		*why = "accepted: stop, drop-oldest";
+		return -EINVAL;
+	}
+	strcpy(c->spool_full, v);
+	return 0;
+}
+
 static int set_batch_frames(struct eng_config *c, const char *v, const char **why)
 {
 	return set_uint(&c->batch_frames, v, 1, 1000000, "accepted: frames from 1 to 1000000", why);
@@ -508,7 +518,9 @@ static const struct opt opts[] = {
 	{ "spool-dir", "DIR", "./sidetap-spool", set_spool_dir,
 	  "remote sinks: where batches wait while the sink is down or slow (rejected ones in DIR/rejected)" },
 	{ "spool-limit", "BYTES", "1G", set_spool_limit,
-	  "bytes the spool may hold (0: no spool); full, the uploader stops draining and the ring drops" },
+	  "bytes the spool may hold (0: no spool); see --spool-full for when it is full" },
+	{ "spool-full", "stop|drop-oldest", "stop", set_spool_full,
+	  "full spool: stop draining (the ring drops the newest) or delete the oldest batches" },
 	{ "batch-frames", "N", "1000", set_batch_frames,
 	  "remote sinks: frames per batch (collector request, Kafka batch, spool file) at most" },
 	{ "batch-bytes", "BYTES", "1M", set_batch_bytes, "remote sinks: bytes per batch at most" },

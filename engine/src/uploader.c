@@ -53,6 +53,7 @@ static void build_args(const struct eng_config *cfg, const char *path, bool once
 	ARG("--log-level=%s", eng_log_level_name(cfg->log_level));
 	ARG("--spool-dir=%s", cfg->spool_dir);
 	ARG("--spool-limit=%llu", (unsigned long long)cfg->spool_limit);
+	ARG("--spool-full=%s", cfg->spool_full);
 	ARG("--batch-frames=%u", cfg->batch_frames);
 	ARG("--batch-bytes=%llu", (unsigned long long)cfg->batch_bytes);
 	ARG("--batch-ms=%u", cfg->batch_ms);

@@ -61,6 +61,7 @@ struct eng_config {
 	/* Passed on to the uploader: how remote sinks batch, spool and authenticate. */
 	char spool_dir[256];
 	uint64_t spool_limit; /* bytes; 0: no spool */
+	char spool_full[16]; /* stop, drop-oldest */
 	unsigned batch_frames;
 	uint64_t batch_bytes;
 	unsigned batch_ms;

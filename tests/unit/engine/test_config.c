@@ -68,6 +68,7 @@ Test(eng_config, defaults_match_the_design)
 	cr_assert_str_eq(cfg.sink, "file:./sidetap-capture");
 	cr_assert_str_eq(cfg.spool_dir, "./sidetap-spool");
 	cr_assert_eq(cfg.spool_limit, 1ull << 30);
+	cr_assert_str_eq(cfg.spool_full, "stop");
 	cr_assert_eq(cfg.batch_frames, 1000);
 	cr_assert_eq(cfg.batch_bytes, 1 << 20);
 	cr_assert_eq(cfg.batch_ms, 1000);
@@ -118,15 +119,17 @@ Test(eng_config, sink_urls_of_every_kind_are_accepted)
 
 Test(eng_config, uploader_flags_are_applied)
 {
-	cr_assert_eq(parse(ARGV("--sink", "https://c:8443/f", "--spool-dir", "/var/spool/st",
-				"--spool-limit", "64K", "--batch-frames", "50", "--batch-bytes=2M",
-				"--batch-ms", "250", "--sink-timeout", "1500", "--sink-compression",
-				"zstd", "--token-file", "/dev/null", "--sink-ca", "/dev/null",
-				"--uploader-admin-addr", "127.0.0.1:4192"),
-			   NOENV),
-		     0, "%s", err);
+	cr_assert_eq(
+		parse(ARGV("--sink", "https://c:8443/f", "--spool-dir", "/var/spool/st",
+			   "--spool-limit", "64K", "--spool-full", "drop-oldest", "--batch-frames",
+			   "50", "--batch-bytes=2M", "--batch-ms", "250", "--sink-timeout", "1500",
+			   "--sink-compression", "zstd", "--token-file", "/dev/null", "--sink-ca",
+			   "/dev/null", "--uploader-admin-addr", "127.0.0.1:4192"),
+		      NOENV),
+		0, "%s", err);
 	cr_assert_str_eq(cfg.spool_dir, "/var/spool/st");
 	cr_assert_eq(cfg.spool_limit, 64 << 10);
+	cr_assert_str_eq(cfg.spool_full, "drop-oldest");
 	cr_assert_eq(cfg.batch_frames, 50);
 	cr_assert_eq(cfg.batch_bytes, 2 << 20);
 	cr_assert_eq(cfg.batch_ms, 250);
@@ -159,6 +162,7 @@ Test(eng_config, uploader_flags_read_their_env_names)
 {
 	char *const env[] = { "SIDETAP_SPOOL_DIR=/s",
 			      "SIDETAP_SPOOL_LIMIT=2G",
+			      "SIDETAP_SPOOL_FULL=drop-oldest",
 			      "SIDETAP_BATCH_FRAMES=7",
 			      "SIDETAP_BATCH_BYTES=4K",
 			      "SIDETAP_BATCH_MS=9",
@@ -172,6 +176,7 @@ Test(eng_config, uploader_flags_read_their_env_names)
 	cr_assert_eq(parse(NOARGS, env), 0, "%s", err);
 	cr_assert_str_eq(cfg.spool_dir, "/s");
 	cr_assert_eq(cfg.spool_limit, 2ull << 30);
+	cr_assert_str_eq(cfg.spool_full, "drop-oldest");
 	cr_assert_eq(cfg.batch_frames, 7);
 	cr_assert_eq(cfg.batch_bytes, 4096);
 	cr_assert_eq(cfg.batch_ms, 9);
@@ -380,6 +385,9 @@ Test(eng_config, usage_lists_every_flag_with_env_and_default)
 		"SIDETAP_SPOOL_DIR",
 		"./sidetap-spool",
 		"--spool-limit",
+		"--spool-full",
+		"stop|drop-oldest",
+		"SIDETAP_SPOOL_FULL",
 		"--batch-frames",
 		"--batch-bytes",
 		"--batch-ms",
@@ -454,6 +462,8 @@ Test(eng_config, bad_values_name_flag_value_and_what_is_accepted)
 	FAILS(ARGV("--spool-dir", ""), NOENV, "--spool-dir", "directory path");
 	FAILS(ARGV("--spool-limit", "1K"), NOENV, "--spool-limit", "'1K'", "64K to 16T");
 	FAILS(ARGV("--spool-limit", "lots"), NOENV, "--spool-limit", "0 (no spool)");
+	FAILS(ARGV("--spool-full", "drop-newest"), NOENV, "--spool-full", "'drop-newest'",
+	      "stop, drop-oldest");
 	FAILS(ARGV("--batch-frames", "0"), NOENV, "--batch-frames", "1 to 1000000");
 	FAILS(ARGV("--batch-bytes", "100"), NOENV, "--batch-bytes", "1K to 256M");
 	FAILS(ARGV("--batch-ms", "0"), NOENV, "--batch-ms", "1 to 3600000");
