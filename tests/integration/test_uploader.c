@@ -294,6 +294,8 @@ Test(uploader, remote_sink_flags_are_checked_and_refused_with_exit_2)
 		{ { "--sink=kafka://b:9092/", NULL }, "kafka://BROKER[,BROKER...]/TOPIC" },
 		{ { "--sink=http://c:1/f", "--spool-limit=1K", NULL },
 		  "--spool-limit: invalid value '1K'" },
+		{ { "--sink=http://c:1/f", "--spool-full=drop", NULL },
+		  "--spool-full: invalid value 'drop': accepted: stop, drop-oldest" },
 		{ { "--sink=http://c:1/f", "--batch-frames=0", NULL },
 		  "--batch-frames: invalid value '0'" },
 		{ { "--sink=http://c:1/f", "--batch-bytes=1T", NULL }, "--batch-bytes" },
