@@ -6,6 +6,7 @@
 
 #include "conn_int.h"
 #include "tap/sniff.h"
+#include "tap/tls_hello.h"
 
 #define TAP_CONN_DEF_BODY_LIMIT (1u << 20)
 #define TAP_CONN_DEF_HEADER_LIMIT (64u << 10)
@@ -40,8 +41,93 @@ void tap_conn_free(struct tap_conn *tc)
 {
 	if (!tc)
 		return;
-	tap__http_free(tc);
+	if (tc->mode == TAP__MODE_TLS)
+		free(tc->hello);
+	else
+		tap__http_free(tc);
 	free(tc);
+}
+
+void tap_conn_tls_reason(struct tap_conn *tc, const char *why)
+{
+	tc->tls_reason = why;
+}
+
+static struct tap_str str_of(const char *s)
+{
+	return (struct tap_str){ s, (uint32_t)strlen(s) };
+}
+
+/*
+ * Ends TLS mode: one tls frame with what the ClientHello offered (<h>, NULL
+ * when it could not be read, then <why> says so), and nothing captured after.
+ */
+static void tls_done(struct tap_conn *tc, const struct tap_tls_hello *h, const char *why)
+{
+	struct tap_frame f;
+
+	memset(&f, 0, sizeof(f));
+	f.type = TAP_FRAME_TLS;
+	f.ts_ns = tc->sniff_ts;
+	f.tls.event = TAP_TLS_PASSTHROUGH;
+	f.tls.side = TAP_TLS_SIDE_CLIENT;
+	if (h) {
+		f.tls.sni = str_of(h->sni);
+		for (unsigned i = 0; i < h->nalpn && i < TAP_TLS_ALPN_MAX; i++)
+			f.tls.alpn_offered[i] = str_of(h->alpn[i]);
+		f.tls.nalpn_offered = h->nalpn;
+		f.tls.versions_offered = h->versions;
+	}
+	f.tls.reason = str_of(why);
+	tc->emit(tc->ctx, &f);
+	free(tc->hello);
+	tc->hello = NULL;
+	tc->mode = TAP__MODE_DONE;
+}
+
+/* Appends the client's bytes to the held ClientHello until it parses (or cannot). */
+static void tls_feed(struct tap_conn *tc, enum tap_dir dir, const void *buf, size_t len)
+{
+	const char *reason =
+		tc->tls_reason ? tc->tls_reason : "TLS unwrapping is off for this listener";
+	struct tap__hello *hb = tc->hello;
+	struct tap_tls_hello h;
+	const char *why = NULL;
+	uint32_t have = hb ? hb->len : 0;
+	size_t n;
+	int ret;
+
+	if (dir == TAP_U2C) {
+		tls_done(tc, NULL, "the server answered before the ClientHello was complete");
+		return;
+	}
+	n = TAP_TLS_HELLO_BYTES_MAX - have;
+	if (n > len)
+		n = len;
+	if (!hb || have + n > hb->cap) {
+		size_t cap = hb ? hb->cap : 1024;
+
+		while (cap < have + n)
+			cap *= 2;
+		if (cap > TAP_TLS_HELLO_BYTES_MAX)
+			cap = TAP_TLS_HELLO_BYTES_MAX;
+		hb = realloc(hb, sizeof(*hb) + cap);
+		if (!hb) {
+			tls_done(tc, NULL, "out of memory while reading the ClientHello");
+			return;
+		}
+		hb->len = have;
+		hb->cap = (uint32_t)cap;
+		tc->hello = hb;
+	}
+	memcpy(hb->buf + hb->len, buf, n);
+	hb->len += (uint32_t)n;
+	ret = tap_tls_hello_parse(hb->buf, hb->len, &h, &why);
+	if (ret == 1)
+		tls_done(tc, &h, reason);
+	else if (ret < 0 || hb->len == TAP_TLS_HELLO_BYTES_MAX)
+		/* The parser's reasons are static strings ("truncated extension", ...). */
+		tls_done(tc, NULL, why ? why : "not a ClientHello that can be read");
 }
 
 void tap__tcp_emit(struct tap_conn *tc, enum tap_dir dir, uint64_t off, const void *buf, size_t len,
@@ -113,6 +199,13 @@ static bool sniff_feed(struct tap_conn *tc, const void *buf, size_t len, uint64_
 		return false;
 	}
 	tc->proto = proto;
+	if (proto == TAP_PROTO_TLS) {
+		/* The held bytes start the ClientHello; the caller passes on <buf>. */
+		tc->mode = TAP__MODE_TLS;
+		if (held)
+			tls_feed(tc, TAP_C2U, tc->sniff, held);
+		return true;
+	}
 	/*
 	 * "PRI * HTTP/2.0" opens HTTP/2 with prior knowledge: not HTTP/1, and
 	 * llhttp would stop on it. Out of memory: degrade to tcp capture.
@@ -139,8 +232,12 @@ void tap_conn_feed(struct tap_conn *tc, enum tap_dir dir, const void *buf, size_
 	uint64_t base;
 	size_t n;
 
-	if (!len || tc->mode == TAP__MODE_DONE)
+	if (!len)
 		return;
+	if (tc->mode == TAP__MODE_DONE) {
+		tc->off[dir] += len;
+		return;
+	}
 	if (tc->mode == TAP__MODE_SNIFF) {
 		if (dir == TAP_C2U) {
 			if (!sniff_feed(tc, buf, len, ts_ns))
@@ -154,6 +251,10 @@ void tap_conn_feed(struct tap_conn *tc, enum tap_dir dir, const void *buf, size_
 	}
 	base = tc->off[dir];
 	tc->off[dir] += len;
+	if (tc->mode == TAP__MODE_TLS)
+		tls_feed(tc, dir, buf, len);
+	if (tc->mode == TAP__MODE_TLS || tc->mode == TAP__MODE_DONE)
+		return;
 	n = 0;
 	if (tc->mode == TAP__MODE_HTTP)
 		n = tap__http_feed(tc, dir, buf, len, base, ts_ns);
@@ -180,6 +281,9 @@ void tap_conn_end(struct tap_conn *tc, uint64_t ts_ns)
 	case TAP__MODE_HTTP:
 		tap__http_end(tc, ts_ns);
 		break;
+	case TAP__MODE_TLS:
+		tls_done(tc, NULL, "the connection ended before its ClientHello was complete");
+		break;
 	case TAP__MODE_TCP:
 	case TAP__MODE_DONE:
 		break;
@@ -201,6 +305,8 @@ uint64_t tap_conn_offset(const struct tap_conn *tc, enum tap_dir dir)
 
 size_t tap_conn_memory(const struct tap_conn *tc)
 {
+	if (tc->mode == TAP__MODE_TLS)
+		return sizeof(*tc) + (tc->hello ? sizeof(*tc->hello) + tc->hello->cap : 0);
 	return sizeof(*tc) + (tc->http ? tap__http_memory(tc) : 0);
 }
 
@@ -227,5 +333,7 @@ void tap_conn_skip(struct tap_conn *tc, enum tap_dir dir, uint64_t len, uint64_t
 	}
 	if (tc->mode == TAP__MODE_HTTP)
 		tap__http_skip(tc, dir, len, ts_ns);
+	else if (tc->mode == TAP__MODE_TLS)
+		tls_done(tc, NULL, "part of the ClientHello passed uncaptured");
 	tc->off[dir] += len;
 }

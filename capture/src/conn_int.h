@@ -17,6 +17,7 @@
  * What a connection's capture does with the bytes it is fed:
  *
  *   SNIFF --c2u bytes decide: HTTP/1 request--> HTTP
+ *   SNIFF --c2u bytes decide: TLS record------> TLS --ClientHello parsed or not--> DONE
  *   SNIFF --c2u bytes decide: anything else---> TCP
  *   SNIFF --u2c bytes first (server speaks)---> TCP
  *   HTTP  --parse error, upgrade, CONNECT-----> TCP
@@ -24,21 +25,35 @@
  *
  * Only HTTP holds more than this struct: its parsers and pending pairs
  * (struct tap__http), allocated when the client's first bytes say HTTP/1.
+ * TLS holds the ClientHello's records (at most TAP_TLS_HELLO_BYTES_MAX) until
+ * they parse, emits one tls frame (passthrough: what the client offered) and
+ * captures nothing more: the ciphertext is not worth recording.
  */
 enum tap__mode {
 	TAP__MODE_SNIFF = 0,
 	TAP__MODE_HTTP,
 	TAP__MODE_TCP,
+	TAP__MODE_TLS,
 	TAP__MODE_DONE,
 };
 
 struct tap__http;
 
+/* The client's bytes while they are not yet a whole ClientHello. */
+struct tap__hello {
+	uint32_t len, cap;
+	unsigned char buf[];
+};
+
 struct tap_conn {
 	const struct tap_conn_cfg *cfg;
 	tap_emit_cb emit;
 	void *ctx;
-	struct tap__http *http; /* while mode is TAP__MODE_HTTP */
+	union {
+		struct tap__http *http; /* while mode is TAP__MODE_HTTP */
+		struct tap__hello *hello; /* while mode is TAP__MODE_TLS */
+	};
+	const char *tls_reason; /* why TLS passes through (tap_conn_tls_reason()) */
 	uint64_t off[2]; /* bytes seen per direction: fed and skipped */
 	uint64_t sniff_ts; /* when the first buffered c2u byte came */
 	uint8_t mode; /* enum tap__mode */

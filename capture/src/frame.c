@@ -72,6 +72,43 @@ const char *tap_close_reason_name(enum tap_close_reason reason)
 	return reason_names[reason];
 }
 
+static const char *const tls_event_names[] = {
+	[TAP_TLS_PASSTHROUGH] = "passthrough",
+	[TAP_TLS_UNWRAPPED] = "unwrapped",
+	[TAP_TLS_FAILED] = "failed",
+};
+
+static const char *const tls_side_names[] = {
+	[TAP_TLS_SIDE_CLIENT] = "client",
+	[TAP_TLS_SIDE_UPSTREAM] = "upstream",
+};
+
+/* Index i names bit (1 << i) of the TAP_TLS_V* mask. */
+static const char *const tls_version_names[] = { "TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3" };
+
+#define TLS_VERSIONS_ALL ((1u << NELEM(tls_version_names)) - 1)
+
+const char *tap_tls_event_name(enum tap_tls_event event)
+{
+	if ((unsigned)event >= NELEM(tls_event_names) || !tls_event_names[event])
+		return "invalid";
+	return tls_event_names[event];
+}
+
+const char *tap_tls_side_name(enum tap_tls_side side)
+{
+	if ((unsigned)side >= NELEM(tls_side_names))
+		return "invalid";
+	return tls_side_names[side];
+}
+
+const char *tap_tls_version_name(uint32_t version)
+{
+	if (!version || (version & (version - 1)) || (version & ~TLS_VERSIONS_ALL))
+		return "invalid";
+	return tls_version_names[__builtin_ctz(version)];
+}
+
 static const char *conn_event_name(enum tap_conn_event event)
 {
 	return event == TAP_CONN_OPEN ? "open" : "close";
@@ -161,9 +198,20 @@ size_t tap_frame_encoded_max(const struct tap_frame *f)
 			n += msg_max(&f->http.resp);
 		n += KEY_MAX + HDR_MAX + 4 * SCALAR_KV_MAX; /* timing */
 		n += KEY_MAX + HDR_MAX + NELEM(flag_names) * (HDR_MAX + 24);
+		if (f->http.has_tls)
+			n += KEY_MAX + HDR_MAX + 3 * SCALAR_KV_MAX + f->http.tls.cipher.len +
+			     f->http.tls.sni.len;
 		break;
 	case TAP_FRAME_TCP:
 		n += f->tcp.data.len;
+		break;
+	case TAP_FRAME_TLS:
+		/* 10 keys, the versions' names, each ALPN name's header; then the strings. */
+		n += 10 * SCALAR_KV_MAX + TAP_TLS_ALPN_MAX * HDR_MAX;
+		n += (size_t)f->tls.sni.len + f->tls.reason.len + f->tls.cipher.len +
+		     f->tls.alpn.len + f->tls.upstream_verify.len;
+		for (unsigned i = 0; i < f->tls.nalpn_offered && i < TAP_TLS_ALPN_MAX; i++)
+			n += f->tls.alpn_offered[i].len;
 		break;
 	default:
 		break;
@@ -323,6 +371,26 @@ static bool msg_ok(const struct tap_http_msg *m)
 	return true;
 }
 
+static bool tls_ok(const struct tap_frame *f)
+{
+	if (strcmp(tap_tls_event_name(f->tls.event), "invalid") == 0 ||
+	    (unsigned)f->tls.side > TAP_TLS_SIDE_UPSTREAM || !str_ok(&f->tls.sni) ||
+	    f->tls.nalpn_offered > TAP_TLS_ALPN_MAX ||
+	    (f->tls.versions_offered & ~TLS_VERSIONS_ALL))
+		return false;
+	for (unsigned i = 0; i < f->tls.nalpn_offered; i++)
+		if (!str_ok(&f->tls.alpn_offered[i]))
+			return false;
+	switch (f->tls.event) {
+	case TAP_TLS_UNWRAPPED:
+		return strcmp(tap_tls_version_name(f->tls.version), "invalid") != 0 &&
+		       str_ok(&f->tls.cipher) && str_ok(&f->tls.alpn) &&
+		       str_ok(&f->tls.upstream_verify);
+	default:
+		return str_ok(&f->tls.reason);
+	}
+}
+
 /* Checks what the encoder cannot write: enum values outside the format, strings without bytes. */
 static bool frame_ok(const struct tap_frame *f)
 {
@@ -340,11 +408,15 @@ static bool frame_ok(const struct tap_frame *f)
 			return false;
 		if ((f->http.flags & TAP_HTTP_F_DESYNC) && (unsigned)f->http.desync_dir > TAP_U2C)
 			return false;
+		if (f->http.has_tls &&
+		    (strcmp(tap_tls_version_name(f->http.tls.version), "invalid") == 0 ||
+		     !str_ok(&f->http.tls.cipher) || !str_ok(&f->http.tls.sni)))
+			return false;
 		return msg_ok(&f->http.req) && (!f->http.has_resp || msg_ok(&f->http.resp));
 	case TAP_FRAME_TCP:
 		return (unsigned)f->tcp.dir <= TAP_U2C && str_ok(&f->tcp.data);
 	case TAP_FRAME_TLS:
-		return true;
+		return tls_ok(f);
 	}
 	return false;
 }
@@ -429,6 +501,48 @@ static void put_http(struct wbuf *w, const struct tap_frame *f)
 		KEY(w, "desync_dir");
 		put_cstr(w, tap_dir_name(f->http.desync_dir));
 	}
+	if (f->http.has_tls) {
+		KEY(w, "tls");
+		put_map(w, 3);
+		KEY(w, "version");
+		put_cstr(w, tap_tls_version_name(f->http.tls.version));
+		KEY(w, "cipher");
+		put_str(w, &f->http.tls.cipher);
+		KEY(w, "sni");
+		put_str(w, &f->http.tls.sni);
+	}
+}
+
+static void put_tls(struct wbuf *w, const struct tap_frame *f)
+{
+	KEY(w, "event");
+	put_cstr(w, tap_tls_event_name(f->tls.event));
+	KEY(w, "side");
+	put_cstr(w, tap_tls_side_name(f->tls.side));
+	KEY(w, "sni");
+	put_str(w, &f->tls.sni);
+	KEY(w, "alpn_offered");
+	put_array(w, f->tls.nalpn_offered);
+	for (unsigned i = 0; i < f->tls.nalpn_offered; i++)
+		put_str(w, &f->tls.alpn_offered[i]);
+	KEY(w, "versions_offered");
+	put_array(w, (uint32_t)__builtin_popcount(f->tls.versions_offered));
+	for (unsigned i = 0; i < NELEM(tls_version_names); i++)
+		if (f->tls.versions_offered & (1u << i))
+			put_cstr(w, tls_version_names[i]);
+	if (f->tls.event != TAP_TLS_UNWRAPPED) {
+		KEY(w, "reason");
+		put_str(w, &f->tls.reason);
+		return;
+	}
+	KEY(w, "version");
+	put_cstr(w, tap_tls_version_name(f->tls.version));
+	KEY(w, "cipher");
+	put_str(w, &f->tls.cipher);
+	KEY(w, "alpn");
+	put_str(w, &f->tls.alpn);
+	KEY(w, "upstream_verify");
+	put_str(w, &f->tls.upstream_verify);
 }
 
 static unsigned frame_nkeys(const struct tap_frame *f)
@@ -437,9 +551,11 @@ static unsigned frame_nkeys(const struct tap_frame *f)
 	case TAP_FRAME_CONN:
 		return f->conn.event == TAP_CONN_CLOSE ? 6 : 1;
 	case TAP_FRAME_HTTP:
-		return f->http.flags & TAP_HTTP_F_DESYNC ? 7 : 5;
+		return (f->http.flags & TAP_HTTP_F_DESYNC ? 7 : 5) + f->http.has_tls;
 	case TAP_FRAME_TCP:
 		return 3;
+	case TAP_FRAME_TLS:
+		return f->tls.event == TAP_TLS_UNWRAPPED ? 9 : 6;
 	default:
 		return 0;
 	}
@@ -507,7 +623,7 @@ ssize_t tap_frame_encode(const struct tap_frame *f, void *buf, size_t cap)
 		put_bin(w, &f->tcp.data);
 		break;
 	case TAP_FRAME_TLS:
-		/* Reserved: the common keys only, until TLS support defines its own. */
+		put_tls(w, f);
 		break;
 	}
 	if (wb.full)
@@ -735,6 +851,15 @@ enum {
 	F_DIR,
 	F_OFF,
 	F_DATA,
+	F_TLS,
+	F_SIDE,
+	F_SNI,
+	F_ALPN_OFFERED,
+	F_VERSIONS_OFFERED,
+	F_VERSION,
+	F_CIPHER,
+	F_ALPN,
+	F_UPSTREAM_VERIFY,
 	F_NKEYS
 };
 
@@ -767,6 +892,23 @@ static const struct key frame_keys[F_NKEYS] = {
 	[F_DIR] = K("dir", "dir", "not a str"),
 	[F_OFF] = K("off", "off", "not an unsigned integer"),
 	[F_DATA] = K("data", "data", "not a bin"),
+	[F_TLS] = K("tls", "tls", "not a map"),
+	[F_SIDE] = K("side", "side", "not a str"),
+	[F_SNI] = K("sni", "sni", "not a str"),
+	[F_ALPN_OFFERED] = K("alpn_offered", "alpn_offered", "not an array of at most 8 str"),
+	[F_VERSIONS_OFFERED] = K("versions_offered", "versions_offered", "not an array of str"),
+	[F_VERSION] = K("version", "version", "not a str"),
+	[F_CIPHER] = K("cipher", "cipher", "not a str"),
+	[F_ALPN] = K("alpn", "alpn", "not a str"),
+	[F_UPSTREAM_VERIFY] = K("upstream_verify", "upstream_verify", "not a str"),
+};
+
+enum { TI_VERSION, TI_CIPHER, TI_SNI, TI_NKEYS };
+
+static const struct key tls_info_keys[TI_NKEYS] = {
+	[TI_VERSION] = K("version", "tls.version", "not a str"),
+	[TI_CIPHER] = K("cipher", "tls.cipher", "not a str"),
+	[TI_SNI] = K("sni", "tls.sni", "not a str"),
 };
 
 enum {
@@ -1193,7 +1335,92 @@ static int decode_http(struct tap_decoder *dec, const msgpack_object **v, struct
 			return ret;
 		f->http.desync_dir = (enum tap_dir)ret;
 	}
+	/* Optional: only the pairs of unwrapped connections have it. */
+	if (v[F_TLS]) {
+		const msgpack_object *ti[TI_NKEYS];
+
+		if (v[F_TLS]->type != MSGPACK_OBJECT_MAP) {
+			*why = frame_keys[F_TLS].bad;
+			return -EBADMSG;
+		}
+		if ((ret = collect(v[F_TLS], tls_info_keys, TI_NKEYS, ti, why)))
+			return ret;
+		ret = get_name(ti[TI_VERSION], &tls_info_keys[TI_VERSION], tls_version_names,
+			       NELEM(tls_version_names), "tls.version: not TLS1.0 to TLS1.3", why);
+		if (ret < 0)
+			return ret;
+		f->http.tls.version = 1u << ret;
+		if ((ret = get_str(ti[TI_CIPHER], &tls_info_keys[TI_CIPHER], &f->http.tls.cipher,
+				   why)) ||
+		    (ret = get_str(ti[TI_SNI], &tls_info_keys[TI_SNI], &f->http.tls.sni, why)))
+			return ret;
+		f->http.has_tls = true;
+	}
 	return 0;
+}
+
+static int decode_tls(const msgpack_object **v, struct tap_frame *f, const char **why)
+{
+	const msgpack_object *o;
+	int ret;
+
+	ret = get_name(v[F_EVENT], &frame_keys[F_EVENT], tls_event_names, NELEM(tls_event_names),
+		       "event: not passthrough, unwrapped or failed", why);
+	if (ret < 0)
+		return ret;
+	f->tls.event = (enum tap_tls_event)ret;
+	ret = get_name(v[F_SIDE], &frame_keys[F_SIDE], tls_side_names, NELEM(tls_side_names),
+		       "side: not client or upstream", why);
+	if (ret < 0)
+		return ret;
+	f->tls.side = (enum tap_tls_side)ret;
+	if ((ret = get_str(v[F_SNI], &frame_keys[F_SNI], &f->tls.sni, why)))
+		return ret;
+	o = need(v, frame_keys, F_ALPN_OFFERED, why);
+	if (!o)
+		return -EBADMSG;
+	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > TAP_TLS_ALPN_MAX)
+		goto bad_alpn;
+	for (uint32_t i = 0; i < o->via.array.size; i++) {
+		const msgpack_object *e = &o->via.array.ptr[i];
+
+		if (e->type != MSGPACK_OBJECT_STR)
+			goto bad_alpn;
+		f->tls.alpn_offered[i].p = e->via.str.ptr;
+		f->tls.alpn_offered[i].len = e->via.str.size;
+	}
+	f->tls.nalpn_offered = (uint8_t)o->via.array.size;
+	o = need(v, frame_keys, F_VERSIONS_OFFERED, why);
+	if (!o)
+		return -EBADMSG;
+	if (o->type != MSGPACK_OBJECT_ARRAY) {
+		*why = frame_keys[F_VERSIONS_OFFERED].bad;
+		return -EBADMSG;
+	}
+	for (uint32_t i = 0; i < o->via.array.size; i++) {
+		ret = get_name(&o->via.array.ptr[i], &frame_keys[F_VERSIONS_OFFERED],
+			       tls_version_names, NELEM(tls_version_names),
+			       "versions_offered: not TLS1.0 to TLS1.3", why);
+		if (ret < 0)
+			return ret;
+		f->tls.versions_offered |= 1u << ret;
+	}
+	if (f->tls.event != TAP_TLS_UNWRAPPED)
+		return get_str(v[F_REASON], &frame_keys[F_REASON], &f->tls.reason, why);
+	ret = get_name(v[F_VERSION], &frame_keys[F_VERSION], tls_version_names,
+		       NELEM(tls_version_names), "version: not TLS1.0 to TLS1.3", why);
+	if (ret < 0)
+		return ret;
+	f->tls.version = 1u << ret;
+	if ((ret = get_str(v[F_CIPHER], &frame_keys[F_CIPHER], &f->tls.cipher, why)) ||
+	    (ret = get_str(v[F_ALPN], &frame_keys[F_ALPN], &f->tls.alpn, why)) ||
+	    (ret = get_str(v[F_UPSTREAM_VERIFY], &frame_keys[F_UPSTREAM_VERIFY],
+			   &f->tls.upstream_verify, why)))
+		return ret;
+	return 0;
+bad_alpn:
+	*why = frame_keys[F_ALPN_OFFERED].bad;
+	return -EBADMSG;
 }
 
 static int decode_conn(const msgpack_object **v, struct tap_frame *f, const char **why)
@@ -1323,7 +1550,7 @@ static int decode_frame(struct tap_decoder *dec, const msgpack_object *root, str
 	case TAP_FRAME_TCP:
 		return decode_tcp(v, f, why);
 	case TAP_FRAME_TLS:
-		break;
+		return decode_tls(v, f, why);
 	}
 	return 0;
 }

@@ -76,6 +76,11 @@ void eng__cap_engine_close(struct eng_engine *e)
 	e->ring = NULL;
 }
 
+static struct tap_str str_of(const char *s)
+{
+	return (struct tap_str){ s, (uint32_t)strlen(s) };
+}
+
 /* Fills the common fields of <f> for connection <c> and writes it to the worker's ring. */
 static void emit(void *ctx, struct tap_frame *f)
 {
@@ -98,6 +103,13 @@ static void emit(void *ctx, struct tap_frame *f)
 	f->dst = (struct tap_str){ a, cap->addr_len[1] };
 	a += cap->addr_len[1];
 	f->upstream = (struct tap_str){ a, cap->addr_len[2] };
+	if (f->type == TAP_FRAME_HTTP && c->tls && c->tls->state == ENG_TLS_OPEN) {
+		/* Pairs of an unwrapped connection say how it was protected. */
+		f->http.has_tls = true;
+		f->http.tls.version = tlx_session_version_mask(c->tls->s[0]);
+		f->http.tls.cipher = str_of(tlx_session_cipher(c->tls->s[0]));
+		f->http.tls.sni = str_of(c->tls->hello.sni);
+	}
 	max = tap_frame_encoded_max(f);
 	p = tap_ring_reserve(ring, w->idx, max);
 	if (!p)
@@ -192,6 +204,38 @@ bool eng__cap_may_splice(struct eng_conn *c, unsigned d, uint64_t min)
 	cap->budget[d] = skip;
 	cap->skipped[d] = 0;
 	return true;
+}
+
+void eng__cap_tls(struct eng_conn *c, int event, const char *why)
+{
+	const struct eng_tls *t = c->tls;
+	const struct tap_tls_hello *h = &t->hello;
+	struct tap_frame f;
+
+	memset(&f, 0, sizeof(f));
+	f.type = TAP_FRAME_TLS;
+	f.ts_ns = c->w->now_ns;
+	f.tls.event = (enum tap_tls_event)event;
+	f.tls.side = t->state == ENG_TLS_UPSTREAM ? TAP_TLS_SIDE_UPSTREAM : TAP_TLS_SIDE_CLIENT;
+	f.tls.sni = str_of(h->sni);
+	for (unsigned i = 0; i < h->nalpn && i < TAP_TLS_ALPN_MAX; i++)
+		f.tls.alpn_offered[i] = str_of(h->alpn[i]);
+	f.tls.nalpn_offered = h->nalpn;
+	f.tls.versions_offered = h->versions;
+	if (why)
+		f.tls.reason = str_of(why);
+	if (event == TAP_TLS_UNWRAPPED) {
+		f.tls.version = tlx_session_version_mask(t->s[0]);
+		f.tls.cipher = str_of(tlx_session_cipher(t->s[0]));
+		f.tls.alpn = str_of(tlx_session_alpn(t->s[0]));
+		f.tls.upstream_verify = str_of(t->verify);
+	}
+	emit(c, &f);
+}
+
+void eng__cap_tls_reason(struct eng_conn *c, const char *why)
+{
+	tap_conn_tls_reason(c->cap->tap, why);
 }
 
 void eng__cap_close(struct eng_conn *c, enum tap_close_reason why)

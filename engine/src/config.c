@@ -331,7 +331,8 @@ static int set_sink(struct eng_config *c, const char *v, const char **why)
 	return 0;
 }
 
-static int set_path(char *dst, size_t cap, const char *v, const char *what, const char **why)
+/* A string flag that fits <cap>; <what> says what is wanted when it does not. */
+static int set_string(char *dst, size_t cap, const char *v, const char *what, const char **why)
 {
 	if (v[0] == '\0' || strlen(v) >= cap) {
 		*why = what;
@@ -341,10 +342,15 @@ static int set_path(char *dst, size_t cap, const char *v, const char *what, cons
 	return 0;
 }
 
+static int set_path(char *dst, size_t cap, const char *v, const char **why)
+{
+	return set_string(dst, cap, v, "a file path of at most 255 bytes", why);
+}
+
 static int set_spool_dir(struct eng_config *c, const char *v, const char **why)
 {
-	return set_path(c->spool_dir, sizeof(c->spool_dir), v,
-			"a directory path of at most 255 bytes", why);
+	return set_string(c->spool_dir, sizeof(c->spool_dir), v,
+			  "a directory path of at most 255 bytes", why);
 }
 
 static int set_spool_limit(struct eng_config *c, const char *v, const char **why)
@@ -409,13 +415,12 @@ static int set_sink_compression(struct eng_config *c, const char *v, const char 
 
 static int set_token_file(struct eng_config *c, const char *v, const char **why)
 {
-	return set_path(c->token_file, sizeof(c->token_file), v, "a file path of at most 255 bytes",
-			why);
+	return set_path(c->token_file, sizeof(c->token_file), v, why);
 }
 
 static int set_sink_ca(struct eng_config *c, const char *v, const char **why)
 {
-	return set_path(c->sink_ca, sizeof(c->sink_ca), v, "a file path of at most 255 bytes", why);
+	return set_path(c->sink_ca, sizeof(c->sink_ca), v, why);
 }
 
 /* Repeatable: each one is kept, in order (a flag's comes after the environment's, and wins). */
@@ -462,6 +467,81 @@ static int set_uploader_admin(struct eng_config *c, const char *v, const char **
 		return -EINVAL;
 	c->uploader_admin_enabled = true;
 	return 0;
+}
+
+static int set_tls_out(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "passthrough") == 0)
+		c->tls_out = ENG_TLS_OUT_PASSTHROUGH;
+	else if (strcmp(v, "unwrap") == 0)
+		c->tls_out = ENG_TLS_OUT_UNWRAP;
+	else {
+		*why = "accepted: passthrough, unwrap";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_tls_ca_cert(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->tls_ca_cert, sizeof(c->tls_ca_cert), v, why);
+}
+
+static int set_tls_ca_key(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->tls_ca_key, sizeof(c->tls_ca_key), v, why);
+}
+
+static int set_tls_upstream_ca(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->tls_upstream_ca, sizeof(c->tls_upstream_ca), v, why);
+}
+
+static int set_tls_in_cert(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->tls_in_cert, sizeof(c->tls_in_cert), v, why);
+}
+
+static int set_tls_in_key(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->tls_in_key, sizeof(c->tls_in_key), v, why);
+}
+
+static int set_tls_in_upstream(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "tls") == 0)
+		c->tls_in_upstream = ENG_TLS_IN_UPSTREAM_TLS;
+	else if (strcmp(v, "plain") == 0)
+		c->tls_in_upstream = ENG_TLS_IN_UPSTREAM_PLAIN;
+	else {
+		*why = "accepted: tls, plain";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_ktls(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "auto") == 0)
+		c->ktls = true;
+	else if (strcmp(v, "off") == 0)
+		c->ktls = false;
+	else {
+		*why = "accepted: auto, off";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_tls_handshake_timeout(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->tls_handshake_timeout_ms, v, 1, 600000,
+			"accepted: milliseconds from 1 to 600000", why);
+}
+
+static int set_tls_leaf_hours(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->tls_leaf_hours, v, 1, 8760, "accepted: hours from 1 to 8760", why);
 }
 
 static int set_log_level(struct eng_config *c, const char *v, const char **why)
@@ -538,6 +618,23 @@ static const struct opt opts[] = {
 	  "kafka sink: a librdkafka property (SASL, TLS...); repeatable; env: several, ';'-separated" },
 	{ "uploader-admin-addr", "ADDR|off", "off", set_uploader_admin,
 	  "the uploader's own /metrics endpoint (frames shipped, retries, spool, oldest age)" },
+	{ "tls-out", "passthrough|unwrap", "passthrough", set_tls_out,
+	  "outbound TLS: forward untouched (SNI recorded), or terminate with a minted leaf and capture" },
+	{ "tls-ca-cert", "FILE", NULL, set_tls_ca_cert,
+	  "CA certificate that signs minted leaves (--tls-out unwrap; sidetapctl ca create)" },
+	{ "tls-ca-key", "FILE", NULL, set_tls_ca_key, "that CA's private key" },
+	{ "tls-upstream-ca", "FILE", NULL, set_tls_upstream_ca,
+	  "CA bundle upstream certificates are verified against (default: the system's)" },
+	{ "tls-in-cert", "FILE", NULL, set_tls_in_cert,
+	  "the service's own certificate chain: inbound TLS is terminated with it and captured" },
+	{ "tls-in-key", "FILE", NULL, set_tls_in_key, "the service's private key" },
+	{ "tls-in-upstream", "tls|plain", "tls", set_tls_in_upstream,
+	  "inbound unwrap: re-encrypt to the app, or the app listens in plaintext" },
+	{ "ktls", "auto|off", "off", set_ktls,
+	  "auto: the kernel seals what unwrapped TLS 1.3 connections send (kTLS), where it can" },
+	{ "tls-handshake-timeout", "MS", "10000", set_tls_handshake_timeout,
+	  "how long the handshakes of an unwrapped connection may take" },
+	{ "tls-leaf-hours", "HOURS", "24", set_tls_leaf_hours, "validity of minted leaves" },
 	{ "log-level", "LEVEL", "info", set_log_level, "error, warn, info or debug" },
 };
 
@@ -639,6 +736,40 @@ static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *e
 		if (ret)
 			return ret;
 	}
+	if ((v = env_get(envp, "TLS_OUT_UNWRAP"))) {
+		if (strcmp(v, "true") && strcmp(v, "false"))
+			return fail(err, errlen,
+				    "TLS_OUT_UNWRAP: invalid value '%s': accepted: true, false", v);
+		cfg->tls_out =
+			strcmp(v, "true") == 0 ? ENG_TLS_OUT_UNWRAP : ENG_TLS_OUT_PASSTHROUGH;
+	}
+	if ((v = env_get(envp, "TLS_CERT_DIR"))) {
+		if (strlen(v) > sizeof(cfg->tls_ca_cert) - sizeof("/tls.crt"))
+			return fail(
+				err, errlen,
+				"TLS_CERT_DIR: invalid value '%s': a directory path of at most 240 bytes",
+				v);
+		snprintf(cfg->tls_ca_cert, sizeof(cfg->tls_ca_cert), "%s/tls.crt", v);
+		snprintf(cfg->tls_ca_key, sizeof(cfg->tls_ca_key), "%s/tls.key", v);
+	}
+	if ((v = env_get(envp, "TLS_IN_UNWRAP")) && strcmp(v, "true") && strcmp(v, "false"))
+		return fail(err, errlen, "TLS_IN_UNWRAP: invalid value '%s': accepted: true, false",
+			    v);
+	/* goproxy's inbound certificate: read only when TLS_IN_UNWRAP asks for inbound unwrap. */
+	if (v && strcmp(v, "true") == 0) {
+		const char *pub = env_get(envp, "TLS_IN_PUBLIC_KEY");
+		const char *priv = env_get(envp, "TLS_IN_PRIVATE_KEY");
+
+		if (!pub || !priv)
+			return fail(
+				err, errlen,
+				"TLS_IN_UNWRAP=true needs TLS_IN_PUBLIC_KEY and TLS_IN_PRIVATE_KEY (the service's certificate and key files)");
+		if ((ret = apply(cfg, opt_find("tls-in-cert"), pub, "TLS_IN_PUBLIC_KEY", err,
+				 errlen)) ||
+		    (ret = apply(cfg, opt_find("tls-in-key"), priv, "TLS_IN_PRIVATE_KEY", err,
+				 errlen)))
+			return ret;
+	}
 	if ((v = env_get(envp, "LOG_LEVEL")))
 		return apply(cfg, opt_find("log-level"), v, "LOG_LEVEL", err, errlen);
 	return 0;
@@ -705,6 +836,13 @@ static int validate(struct eng_config *cfg, char *err, size_t errlen)
 	if (cfg->listen[ENG_INBOUND].naddrs == 0 && cfg->listen[ENG_OUTBOUND].naddrs == 0)
 		return fail(err, errlen,
 			    "--inbound-addr and --outbound-addr are both off: nothing to proxy");
+	if (cfg->tls_out == ENG_TLS_OUT_UNWRAP && (!cfg->tls_ca_cert[0] || !cfg->tls_ca_key[0]))
+		return fail(
+			err, errlen,
+			"--tls-out unwrap needs --tls-ca-cert and --tls-ca-key (make a CA with: sidetapctl ca create --out DIR)");
+	if (!cfg->tls_in_cert[0] != !cfg->tls_in_key[0])
+		return fail(err, errlen,
+			    "--tls-in-cert and --tls-in-key go together: set both or neither");
 	return validate_sink(cfg, err, errlen);
 }
 
@@ -803,6 +941,9 @@ void eng_config_usage(FILE *out)
 		"  PROXY_OUT_PORT=N                        sets --outbound-addr 127.0.0.1:N\n"
 		"  REVERSE_PROXY_HOST=H REVERSE_PROXY_PORT=P  sets --inbound-upstream H:P\n"
 		"  LOG_LEVEL=LEVEL                         sets --log-level\n"
+		"  TLS_OUT_UNWRAP=true|false               sets --tls-out unwrap|passthrough\n"
+		"  TLS_CERT_DIR=DIR                        sets --tls-ca-cert DIR/tls.crt --tls-ca-key DIR/tls.key\n"
+		"  TLS_IN_UNWRAP=true TLS_IN_PUBLIC_KEY=F TLS_IN_PRIVATE_KEY=K  sets --tls-in-cert F --tls-in-key K\n"
 		"\n"
 		"Signals: SIGTERM stops accepting, turns /readyz to 503 and lets connections finish\n"
 		"for up to --drain-timeout; SIGINT does the same with at most 1000 ms; a second signal\n"

@@ -59,7 +59,7 @@ static void conn_release(struct eng_worker *w, struct eng_conn *c)
 	free(c);
 }
 
-static void touch(struct eng_conn *c)
+void eng__touch(struct eng_conn *c)
 {
 	struct eng_worker *w = c->w;
 
@@ -149,6 +149,15 @@ static void maybe_free(struct eng_conn *c)
 		if (c->fd[d] >= 0)
 			close(c->fd[d]);
 	}
+	if (c->own_tag) {
+		uint32_t tag = c->own_tag;
+
+		/* Only ours: the port may have gone to another socket since. */
+		atomic_compare_exchange_strong_explicit(&w->eng->own_ports[c->own_port], &tag, 0,
+							memory_order_relaxed, memory_order_relaxed);
+		c->own_tag = 0;
+	}
+	eng__tls_free(c);
 	w->nconns--;
 	conn_release(w, c);
 }
@@ -271,6 +280,11 @@ static void recv_resume(struct eng_conn *c, unsigned d)
 	if (c->state != ENG_CONN_FORWARDING ||
 	    (dr->flags & (ENG_DIR_F_RECV | ENG_DIR_F_EOF | ENG_DIR_F_NOBUF | ENG_DIR_F_DONE)))
 		return;
+	/* TLS: not while the client's first bytes are held, nor while the other side is full. */
+	if (c->tls &&
+	    (c->tls->state == ENG_TLS_SNIFF || c->tls->state == ENG_TLS_PLAIN ||
+	     (d == ENG_C2U && c->tls->state == ENG_TLS_UPSTREAM) || eng__tls_blocked(c, d)))
+		return;
 	if (dr->flags & ENG_DIR_F_TO_SPLICE) {
 		if (dr->nq == 0 && !(dr->flags & ENG_DIR_F_SEND))
 			splice_enter(c, d);
@@ -300,7 +314,52 @@ static bool wants_splice(struct eng_conn *c, unsigned d, int res)
 	return res == ENG_BUF_SIZE && c->dir[d].bytes >= cfg->splice_threshold;
 }
 
+void eng__recv_resume(struct eng_conn *c, unsigned d)
+{
+	recv_resume(c, d);
+}
+
+void eng__recv_start(struct eng_conn *c, unsigned d)
+{
+	if (!(c->dir[d].flags & ENG_DIR_F_RECV))
+		recv_arm(c, d);
+}
+
+/* A buffer received on a connection whose TLS the engine terminates. */
+static void tls_recv(struct eng_conn *c, unsigned d, unsigned bid, int res, bool more)
+{
+	struct eng_worker *w = c->w;
+	struct eng_dir *dr = &c->dir[d];
+
+	eng__touch(c);
+	eng__tls_on_recv(c, d, eng__buf(w, bid), (size_t)res);
+	/* The ciphertext was copied into the session: the buffer is free at once. */
+	eng__buf_put(w, bid);
+	if (c->state != ENG_CONN_FORWARDING)
+		return;
+	if ((dr->flags & (ENG_DIR_F_RECV | ENG_DIR_F_RECV_CANCEL)) == ENG_DIR_F_RECV &&
+	    eng__tls_blocked(c, d))
+		recv_cancel(c, d);
+	if (!more)
+		recv_resume(c, d);
+}
+
+static void on_recv_one(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe);
+
 static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe)
+{
+	if (!c->tls) {
+		on_recv_one(c, d, cqe);
+		return;
+	}
+	/* Held: the TLS code may close <c> midway; it is freed only once we are done with it. */
+	c->inflight++;
+	on_recv_one(c, d, cqe);
+	c->inflight--;
+	maybe_free(c);
+}
+
+static void on_recv_one(struct eng_conn *c, unsigned d, const struct io_uring_cqe *cqe)
 {
 	struct eng_worker *w = c->w;
 	struct eng_dir *dr = &c->dir[d];
@@ -319,7 +378,13 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 			maybe_free(c);
 			return;
 		}
-		touch(c);
+		if (c->tls && c->tls->state == ENG_TLS_SNIFF && d == ENG_U2C)
+			eng__tls_server_spoke(c);
+		if (c->tls && c->tls->state >= ENG_TLS_UPSTREAM) {
+			tls_recv(c, d, bid, res, more);
+			return;
+		}
+		eng__touch(c);
 		w->buf_len[bid] = (uint32_t)res;
 		if (dr->nq++)
 			w->buf_next[dr->qtail] = (uint16_t)bid;
@@ -349,6 +414,10 @@ static void on_recv(struct eng_conn *c, unsigned d, const struct io_uring_cqe *c
 	}
 	if (res == 0) {
 		dr->flags |= ENG_DIR_F_EOF;
+		if (c->tls && c->tls->state >= ENG_TLS_UPSTREAM) {
+			eng__tls_on_eof(c, d);
+			return;
+		}
 		if (c->cap)
 			eng__cap_eof(c, d);
 		dir_maybe_done(c, d);
@@ -391,7 +460,7 @@ static void on_send(struct eng_conn *c, unsigned d, int res)
 		dir_error(c, d, -res);
 		return;
 	}
-	touch(c);
+	eng__touch(c);
 	dr->bytes += (unsigned)res;
 	eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_BYTES_C2U + d], (unsigned)res);
 	dr->send_off += (unsigned)res;
@@ -468,7 +537,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 					      (uint64_t)n);
 				eng__stat_add(&w->stats.ctr[c->kind][ENG_CTR_SPLICE_BYTES],
 					      (uint64_t)n);
-				touch(c);
+				eng__touch(c);
 				continue;
 			}
 			if (n == -1 && errno == EINTR)
@@ -521,7 +590,7 @@ static void splice_pump(struct eng_conn *c, unsigned d)
 				c->cap->budget[d] -= (uint64_t)n;
 				c->cap->skipped[d] += (uint64_t)n;
 			}
-			touch(c);
+			eng__touch(c);
 			continue;
 		}
 		if (n == 0) {
@@ -585,6 +654,16 @@ static void on_connect(struct eng_conn *c, int res)
 		maybe_free(c);
 		return;
 	}
+	if (res >= 0) {
+		/* The poll for writability: whether the connect worked is the socket's error. */
+		int err = c->connect_err;
+		socklen_t len = sizeof(err);
+
+		if (!err && getsockopt(c->fd[ENG_U2C], SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err)
+			res = -err;
+	}
 	if (res < 0) {
 		/* The linked timeout fired when the connect comes back cancelled. */
 		bool timeout = res == -ECANCELED;
@@ -603,7 +682,12 @@ static void on_connect(struct eng_conn *c, int res)
 		return;
 	}
 	c->state = ENG_CONN_FORWARDING;
-	touch(c);
+	eng__touch(c);
+	/* A listener that unwraps TLS holds the client's first bytes until they are known. */
+	if (eng__tls_wanted(c) && eng__tls_start(c) == 0) {
+		dir_start(c, ENG_U2C);
+		return;
+	}
 	dir_start(c, ENG_C2U);
 	/* Server-first protocols (MySQL, SMTP, ...): the greeting flows at once. */
 	if (c->state == ENG_CONN_FORWARDING)
@@ -626,6 +710,40 @@ static int orig_dst(int fd, sa_family_t family, struct eng_addr *dst)
 	return 0;
 }
 
+/* A tag for a connection from <local> to <dst>, never 0 (FNV-1a). */
+static uint32_t own_tag(const struct eng_addr *local, const struct eng_addr *dst)
+{
+	const struct eng_addr *a[2] = { local, dst };
+	uint32_t h = 2166136261u;
+
+	for (unsigned k = 0; k < 2; k++) {
+		const uint8_t *p = a[k]->u.sa.sa_family == AF_INET6 ?
+					   (const uint8_t *)&a[k]->u.in6.sin6_addr :
+					   (const uint8_t *)&a[k]->u.in.sin_addr;
+		size_t n = a[k]->u.sa.sa_family == AF_INET6 ? 16 : 4;
+
+		for (size_t i = 0; i < n; i++)
+			h = (h ^ p[i]) * 16777619u;
+	}
+	h = (h ^ (eng_addr_port(dst) >> 8)) * 16777619u;
+	h = (h ^ (eng_addr_port(dst) & 0xff)) * 16777619u;
+	return h | 1;
+}
+
+/* True when the client on <fd> is one of our own upstream sockets, connecting to <dst>. */
+static bool is_own_connect(const struct eng_engine *e, int fd, const struct eng_addr *dst)
+{
+	struct eng_addr peer;
+	socklen_t len = sizeof(peer.u);
+	uint32_t tag;
+
+	if (getpeername(fd, &peer.u.sa, &len) == -1)
+		return false;
+	peer.len = len;
+	tag = atomic_load_explicit(&e->own_ports[eng_addr_port(&peer)], memory_order_relaxed);
+	return tag && tag == own_tag(&peer, dst);
+}
+
 /* True when <dst> is one of this process's listeners: forwarding there would loop. */
 static bool is_own_listener(const struct eng_engine *e, const struct eng_addr *dst)
 {
@@ -641,6 +759,20 @@ static bool is_own_listener(const struct eng_engine *e, const struct eng_addr *d
 		}
 	}
 	return false;
+}
+
+/* Enters <c>'s upstream socket, connecting now, in the table of our own ports. */
+static void own_register(struct eng_engine *e, struct eng_conn *c)
+{
+	struct eng_addr local;
+	socklen_t len = sizeof(local.u);
+
+	if (getsockname(c->fd[ENG_U2C], &local.u.sa, &len) == -1)
+		return;
+	local.len = len;
+	c->own_port = eng_addr_port(&local);
+	c->own_tag = own_tag(&local, &c->dst);
+	atomic_store_explicit(&e->own_ports[c->own_port], c->own_tag, memory_order_relaxed);
 }
 
 static void reject(struct eng_worker *w, struct eng_listener *l, int fd, enum eng_ctr why)
@@ -673,6 +805,15 @@ static enum eng_ctr upstream_of(struct eng_worker *w, struct eng_listener *l, in
 			eng_log(ENG_LOG_WARN, "loop guard: destination is sidetap itself, closing",
 				"worker=%u listener=%s suppressed=%u", w->idx,
 				eng_listener_kind_name(l->kind), suppressed);
+		return ENG_CTR_LOOP_GUARD;
+	}
+	if (is_own_connect(w->eng, fd, dst)) {
+		/* Our own upstream connect, redirected back: the rules miss sidetap's UID. */
+		if (eng_ratelimit_ok(&w->rl_conn, w->now_ms, 1000, &suppressed))
+			eng_log(ENG_LOG_WARN, "loop guard: sidetap's own connection came back, closing",
+				"worker=%u listener=%s suppressed=%u fix=\"exclude sidetap's UID from the "
+				"pod's REDIRECT rules (-m owner --uid-owner UID -j RETURN)\"",
+				w->idx, eng_listener_kind_name(l->kind), suppressed);
 		return ENG_CTR_LOOP_GUARD;
 	}
 	*orig = *dst;
@@ -736,11 +877,20 @@ void eng__conn_accept(struct eng_worker *w, struct eng_listener *l, int fd)
 	if (w->eng->ring)
 		eng__cap_open(c, &orig);
 
+	/*
+	 * connect(2) here rather than IORING_OP_CONNECT: the local port is known
+	 * before any completion, so a redirected copy of this connection, accepted
+	 * by any worker, is recognised (is_own_connect). A poll waits for it.
+	 */
+	if (connect(ufd, &c->dst.u.sa, c->dst.len) == -1 && errno != EINPROGRESS)
+		c->connect_err = errno;
+	else
+		own_register(w->eng, c);
 	/* A linked pair must reach the kernel in one submission. */
 	if (io_uring_sq_space_left(&w->ring) < 2)
 		io_uring_submit(&w->ring);
 	sqe = eng__sqe(w);
-	io_uring_prep_connect(sqe, ufd, &c->dst.u.sa, c->dst.len);
+	io_uring_prep_poll_add(sqe, ufd, POLLOUT);
 	io_uring_sqe_set_data64(sqe, eng__ud(ENG_OP_CONNECT, c, 0));
 	sqe->flags |= IOSQE_IO_LINK;
 	sqe = eng__sqe(w);
@@ -773,6 +923,19 @@ void eng__conn_on_cqe(struct eng_worker *w, enum eng_op op, struct eng_conn *c, 
 		break;
 	case ENG_OP_POLL_OUT:
 		on_poll(c, arg, true, cqe->res);
+		break;
+	case ENG_OP_TLS_SNIFF:
+		/* Held: what the TLS code does may close <c>, never free it under it. */
+		c->inflight++;
+		eng__tls_on_sniff(c, cqe->res);
+		c->inflight--;
+		maybe_free(c);
+		break;
+	case ENG_OP_TLS_SEND:
+		c->inflight++;
+		eng__tls_on_send(c, arg, cqe->res);
+		c->inflight--;
+		maybe_free(c);
 		break;
 	default:
 		break;

@@ -165,7 +165,8 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	e->workers = calloc(e->nworkers, sizeof(*e->workers));
-	if (!e->workers) {
+	e->own_ports = calloc(65536, sizeof(*e->own_ports));
+	if (!e->workers || !e->own_ports) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
@@ -179,6 +180,7 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 		eng_list_init(&w->conns);
 		eng_list_init(&w->conn_free);
 		eng_list_init(&w->nobuf);
+		eng_list_init(&w->tls_hs);
 		w->listeners = calloc(nl ? nl : 1, sizeof(*w->listeners));
 		if (!w->listeners || w->wake_fd == -1) {
 			ret = w->wake_fd == -1 ? -errno : -ENOMEM;
@@ -190,17 +192,21 @@ int eng_engine_new(const struct eng_config *cfg, struct eng_engine **out)
 	ret = listeners_open(e);
 	if (ret < 0)
 		goto err_free;
+	e->ktls = tlx_ktls_probe(&why);
+	if (e->ktls == 1)
+		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1 used=%s", cfg->ktls ? "yes" : "no");
+	else if (cfg->ktls)
+		eng_log(ENG_LOG_WARN, "ktls not supported, TLS stays in userspace",
+			"ktls=0 why=\"%s\" fix=\"load the tls module (modprobe tls) or use --ktls off\"",
+			why ? why : "unknown");
+	ret = eng__tls_engine_open(e);
+	if (ret < 0)
+		goto err_free;
 	if (cfg->capture) {
 		ret = eng__cap_engine_open(e);
 		if (ret < 0)
 			goto err_free;
 	}
-	e->ktls = tlx_ktls_probe(&why);
-	if (e->ktls == 1)
-		eng_log(ENG_LOG_INFO, "ktls supported", "ktls=1");
-	else
-		eng_log(ENG_LOG_INFO, "ktls not supported, TLS stays in userspace",
-			"ktls=0 why=\"%s\"", why ? why : "unknown");
 	*out = e;
 	return 0;
 
@@ -317,12 +323,14 @@ void eng_engine_free(struct eng_engine *e)
 	if (e->admin_fd >= 0)
 		close(e->admin_fd);
 	/* Stopped first, so the uploader knows no frame will follow what it drains. */
+	eng__tls_engine_close(e);
 	had_ring = e->ring != NULL;
 	eng__cap_engine_close(e);
 	if (had_ring && atomic_load(&e->ready))
 		eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
+	free(e->own_ports);
 	free(e);
 }
 

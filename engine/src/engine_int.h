@@ -16,6 +16,8 @@
 #include "tap/conn.h"
 #include "tap/frame.h"
 #include "tap/ring.h"
+#include "tap/tls_hello.h"
+#include "tlx/tls.h"
 
 /*
  * Provided-buffer ring of each worker: what the copy path receives into. It
@@ -55,6 +57,8 @@ enum eng_op {
 	ENG_OP_POLL_IN, /* struct eng_conn, arg: direction (its source) */
 	ENG_OP_POLL_OUT, /* struct eng_conn, arg: direction (its destination) */
 	ENG_OP_CANCEL, /* struct eng_conn */
+	ENG_OP_TLS_SNIFF, /* struct eng_conn: recv of the client's first bytes */
+	ENG_OP_TLS_SEND, /* struct eng_conn, arg: 0 to the client, 1 to the upstream */
 	ENG_OP_ADMIN_ACCEPT, /* struct eng_admin */
 	ENG_OP_ADMIN_RECV, /* struct eng_admin_conn */
 	ENG_OP_ADMIN_SEND, /* struct eng_admin_conn */
@@ -97,6 +101,13 @@ enum eng_ctr {
 	ENG_CTR_SPLICE_BYTES,
 	ENG_CTR_SPLICE_SWITCHES,
 	ENG_CTR_NOBUFS,
+	ENG_CTR_TLS_UNWRAPPED, /* connections whose TLS was terminated and captured */
+	ENG_CTR_TLS_PASSTHROUGH, /* ClientHellos not ours to unwrap (h2 only) */
+	ENG_CTR_TLS_VERIFY_FAILED, /* upstream certificates refused */
+	ENG_CTR_TLS_FAILED, /* other handshake or record failures */
+	ENG_CTR_TLS_TIMEOUTS, /* handshakes past --tls-handshake-timeout */
+	ENG_CTR_KTLS_TX, /* sides whose records the kernel encrypts (--ktls auto) */
+	ENG_CTR_KTLS_FALLBACKS, /* sides that stayed in userspace although kTLS was on */
 	ENG_CTR_COUNT,
 };
 
@@ -165,6 +176,59 @@ struct eng_cap {
 	char addrs[];
 };
 
+/*
+ * TLS unwrapping of one connection (a listener with --tls-out unwrap or
+ * --tls-in-cert):
+ *
+ *   SNIFF --not TLS, h2 only, server spoke first--> PLAIN (held bytes sent, then the copy path)
+ *     |
+ *     +--ClientHello--> UPSTREAM (our handshake with the upstream, verified)
+ *                          --ok--> CLIENT (the client's, with a leaf for its name) --ok--> OPEN
+ *   (inbound with a plaintext app goes from SNIFF straight to CLIENT)
+ *   A failed or timed-out handshake closes the connection; the client never
+ *   gets a certificate for an upstream that failed its check.
+ */
+enum eng_tls_state {
+	ENG_TLS_SNIFF = 1,
+	ENG_TLS_PLAIN,
+	ENG_TLS_UPSTREAM,
+	ENG_TLS_CLIENT,
+	ENG_TLS_OPEN,
+};
+
+/*
+ * Bytes waiting to go to one socket (ciphertext, or plaintext to a plain
+ * upstream): buf[cur] is being sent and never moves while a send is in
+ * flight; new bytes go to buf[!cur], which becomes the one sent next.
+ */
+struct eng_tls_buf {
+	uint8_t *buf[2];
+	uint32_t len[2], cap[2];
+	uint32_t off; /* of buf[cur], sent */
+	uint8_t cur;
+	bool busy; /* a send in flight */
+	bool shut; /* close_notify queued: SHUT_WR once the buffer is out */
+	bool done; /* SHUT_WR sent */
+	bool ktls; /* the kernel encrypts what is sent: the buffer holds plaintext */
+	bool ktls_wait; /* kTLS once what the handshake queued is sent */
+};
+
+struct eng_tls {
+	struct eng_conn *conn;
+	struct eng_list hs; /* worker's list of handshakes in progress, by deadline */
+	uint64_t deadline_ms;
+	struct tlx_session
+		*s[2]; /* [0] facing the client (server side), [1] the upstream (or NULL) */
+	struct eng_tls_buf out[2]; /* [0] to the client, [1] to the upstream */
+	bool eof[2]; /* that side ended its stream (close_notify or FIN) */
+	uint8_t state; /* enum eng_tls_state */
+	uint8_t *held; /* the client's first bytes, while sniffed */
+	uint32_t held_len, held_cap;
+	struct tap_tls_hello hello;
+	char name[256]; /* SNI, or the destination's IP: what the leaf and the check are for */
+	char verify[128]; /* the upstream check's outcome */
+};
+
 enum eng_conn_state {
 	ENG_CONN_CONNECTING = 0,
 	ENG_CONN_FORWARDING,
@@ -203,6 +267,10 @@ struct eng_conn {
 	struct eng_dir dir[2];
 	struct eng_addr dst; /* upstream address */
 	struct eng_cap *cap; /* NULL when not captured */
+	struct eng_tls *tls; /* NULL unless the listener unwraps TLS */
+	uint16_t own_port; /* local port of the upstream socket, in eng_engine.own_ports */
+	uint32_t own_tag;
+	int connect_err; /* connect(2) failed at once: the poll that follows reports it */
 };
 
 struct eng_listener {
@@ -242,6 +310,7 @@ struct eng_worker {
 	struct eng_list conn_free;
 	unsigned nfree;
 	struct eng_list nobuf;
+	struct eng_list tls_hs; /* TLS handshakes in progress, oldest first */
 	unsigned nconns;
 	uint64_t next_conn_id;
 
@@ -282,7 +351,19 @@ struct eng_engine {
 	struct eng_addr admin_addr;
 	int admin_fd;
 	int ktls; /* tlx_ktls_probe() result */
+	/*
+	 * Our upstream sockets by local port: a tag of their local address and
+	 * destination (0: none). A transparent accept whose peer is one of them,
+	 * for the same destination, is our own connect redirected back to us:
+	 * the loop an iptables rule without sidetap's UID exclusion makes.
+	 */
+	_Atomic uint32_t *own_ports;
 	uint64_t start_ms;
+	struct tlx_ca *tls_ca; /* --tls-out unwrap */
+	struct tlx_server *tls_mint; /* leaves minted by tls_ca */
+	struct tlx_client *tls_cli; /* verified connections to upstreams */
+	struct tlx_server *tls_in_srv; /* --tls-in-cert: the service's own certificate */
+	struct tlx_client *tls_in_cli; /* re-encrypting to the app (NULL: plain app) */
 	struct tap_ring *ring; /* --capture on: one ring per worker in one file */
 	uint64_t generation;
 	struct tap_conn_cfg tap_cfg;
@@ -373,6 +454,52 @@ static inline void eng__bufs_flush(struct eng_worker *w)
 /* Frees the worker's pooled pipes. */
 void eng__pipes_free(struct eng_worker *w);
 
+/* Re-arms the copy path's receive on direction <d> if nothing holds it back. */
+void eng__recv_resume(struct eng_conn *c, unsigned d);
+
+/* Starts the copy path's multishot receive on direction <d>. */
+void eng__recv_start(struct eng_conn *c, unsigned d);
+
+/* Marks <c> active now (idle timeout). */
+void eng__touch(struct eng_conn *c);
+
+/* tls.c */
+
+/* True when <c>'s listener unwraps TLS. */
+bool eng__tls_wanted(const struct eng_conn *c);
+
+/* Starts sniffing the client's first bytes (instead of forwarding them). Returns 0 or -ENOMEM. */
+int eng__tls_start(struct eng_conn *c);
+
+/* Arms (again) the receive of the client's first bytes into the held buffer. */
+void eng__tls_sniff_arm(struct eng_conn *c);
+
+/* The upstream spoke while the client's bytes were held: not TLS, forward them. */
+void eng__tls_server_spoke(struct eng_conn *c);
+
+/* Bytes received on socket <i> of a connection whose TLS is handled here. */
+void eng__tls_on_recv(struct eng_conn *c, unsigned i, const void *p, size_t len);
+
+/* Socket <i> reached EOF. */
+void eng__tls_on_eof(struct eng_conn *c, unsigned i);
+
+/* Completions of the TLS ops. */
+void eng__tls_on_send(struct eng_conn *c, unsigned i, int res);
+void eng__tls_on_sniff(struct eng_conn *c, int res);
+
+/* True while socket <d>'s receive must wait: the other side has enough queued. */
+bool eng__tls_blocked(const struct eng_conn *c, unsigned d);
+
+/* Closes handshakes past their deadline. */
+void eng__tls_expire(struct eng_worker *w);
+
+/* Frees <c>'s TLS state (once nothing is in flight). */
+void eng__tls_free(struct eng_conn *c);
+
+/* Sets up the TLS contexts the configuration asks for (logs failures). */
+int eng__tls_engine_open(struct eng_engine *e);
+void eng__tls_engine_close(struct eng_engine *e);
+
 /* capture.c */
 
 /* CLOCK_REALTIME in nanoseconds. */
@@ -408,6 +535,12 @@ bool eng__cap_may_splice(struct eng_conn *c, unsigned d, uint64_t min);
 
 /* Tells capture how many bytes of <d> went by uncaptured, and ends the budget. */
 void eng__cap_skip_flush(struct eng_conn *c, unsigned d);
+
+/* Emits the tls frame of <c>: <event> (TAP_TLS_*), with <why> when it failed. */
+void eng__cap_tls(struct eng_conn *c, int event, const char *why);
+
+/* The reason the passthrough tls frame of <c> will give (static), before its bytes are fed. */
+void eng__cap_tls_reason(struct eng_conn *c, const char *why);
 
 /* Ends capture of <c>: pending pairs, the close frame; frees the state. */
 void eng__cap_close(struct eng_conn *c, enum tap_close_reason why);

@@ -45,6 +45,22 @@ static const struct metric metrics[] = {
 	  "Directions moved from the copy path to the splice path (--forward auto).", "" },
 	{ ENG_CTR_NOBUFS, "sidetap_buffer_exhausted_total", "counter",
 	  "Receives that found the worker's buffer ring empty.", "" },
+	{ ENG_CTR_TLS_UNWRAPPED, "sidetap_tls_unwrapped_total", "counter",
+	  "TLS connections terminated (both handshakes done) and captured in plaintext.", "" },
+	{ ENG_CTR_TLS_PASSTHROUGH, "sidetap_tls_passthrough_total", "counter",
+	  "ClientHellos on an unwrapping listener forwarded as they are (h2 only).", "" },
+	{ ENG_CTR_TLS_VERIFY_FAILED, "sidetap_tls_upstream_verify_failures_total", "counter",
+	  "Upstream certificates refused (chain or name): the client's handshake failed too.", "" },
+	{ ENG_CTR_TLS_FAILED, "sidetap_tls_failures_total", "counter",
+	  "Other TLS handshake or record failures.", "" },
+	{ ENG_CTR_TLS_TIMEOUTS, "sidetap_tls_handshake_timeouts_total", "counter",
+	  "Handshakes that took longer than --tls-handshake-timeout.", "" },
+	{ ENG_CTR_KTLS_TX, "sidetap_ktls_tx_total", "counter",
+	  "Unwrapped connections' sides whose records the kernel encrypts (kTLS, --ktls auto).",
+	  "" },
+	{ ENG_CTR_KTLS_FALLBACKS, "sidetap_ktls_fallbacks_total", "counter",
+	  "Sides that stayed in userspace with --ktls auto (TLS 1.2, cipher, kernel refusal).",
+	  "" },
 };
 
 static uint64_t sum(struct eng_engine *e, unsigned kind, enum eng_ctr ctr)

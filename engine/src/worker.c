@@ -271,6 +271,7 @@ static void on_tick(struct eng_worker *w)
 {
 	w->tick_armed = false;
 	eng__conn_expire_idle(w);
+	eng__tls_expire(w);
 	if (w->admin)
 		eng__admin_expire(w, false);
 	if (w->phase != ENG_PHASE_RUN && w->now_ms >= w->drain_deadline_ms)
@@ -308,6 +309,8 @@ static void dispatch(struct eng_worker *w, const struct io_uring_cqe *cqe)
 	case ENG_OP_POLL_IN:
 	case ENG_OP_POLL_OUT:
 	case ENG_OP_CANCEL:
+	case ENG_OP_TLS_SNIFF:
+	case ENG_OP_TLS_SEND:
 		eng__conn_on_cqe(w, op, obj, eng__ud_arg(ud), cqe);
 		break;
 	case ENG_OP_ADMIN_ACCEPT:

@@ -201,6 +201,22 @@ static void emit_tcp(struct conn_dump *d, const struct tap_frame *f)
 	r->len += f->tcp.data.len;
 }
 
+static void emit_tls(struct conn_dump *d, const struct tap_frame *f)
+{
+	d->ntls++;
+	putf(d, "tls event=%d side=%d versions=0x%x sni ", (int)f->tls.event, (int)f->tls.side,
+	     f->tls.versions_offered);
+	put_quoted(d, "tls sni", f->tls.sni.p, f->tls.sni.len);
+	put(d, " alpn", 5);
+	for (unsigned i = 0; i < f->tls.nalpn_offered; i++) {
+		put(d, " ", 1);
+		put_quoted(d, "tls alpn", f->tls.alpn_offered[i].p, f->tls.alpn_offered[i].len);
+	}
+	put(d, " reason ", 8);
+	put_quoted(d, "tls reason", f->tls.reason.p, f->tls.reason.len);
+	put(d, "\n", 1);
+}
+
 void conn_dump_init(struct conn_dump *d, const struct tap_conn_cfg *cfg)
 {
 	memset(d, 0, sizeof(*d));
@@ -229,6 +245,9 @@ void conn_dump_emit(void *ctx, struct tap_frame *f)
 		break;
 	case TAP_FRAME_TCP:
 		emit_tcp(d, f);
+		break;
+	case TAP_FRAME_TLS:
+		emit_tls(d, f);
 		break;
 	default:
 		fail(d, "frame of type %d", (int)f->type);

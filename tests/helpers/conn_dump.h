@@ -33,6 +33,7 @@ struct conn_dump {
 	struct conn_dump_pair *pairs;
 	size_t npairs;
 	size_t ntcp;
+	size_t ntls;
 	char err[256]; /* the first broken invariant, "" when none */
 };
 
@@ -43,8 +44,8 @@ void conn_dump_init(struct conn_dump *d, const struct tap_conn_cfg *cfg);
 void conn_dump_fini(struct conn_dump *d);
 
 /*
- * A tap_emit_cb: <ctx> is a struct conn_dump. Appends <f> to the text (http)
- * or to its direction's runs (tcp), and records in d->err the first broken
+ * A tap_emit_cb: <ctx> is a struct conn_dump. Appends <f> to the text (http,
+ * tls) or to its direction's runs (tcp), and records in d->err the first broken
  * invariant: pair numbers from 1 without gaps, strings with bytes behind them,
  * bodies within the limit, tcp frames in order, not overlapping, within
  * tcp_chunk.
@@ -52,7 +53,7 @@ void conn_dump_fini(struct conn_dump *d);
 void conn_dump_emit(void *ctx, struct tap_frame *f);
 
 /*
- * Returns the canonical text of everything emitted: the http frames in order,
+ * Returns the canonical text of everything emitted: the http and tls frames in order,
  * then each direction's tcp runs. Timings and frame timestamps are left out,
  * so any slicing of the same streams gives the same text. The caller frees it.
  */

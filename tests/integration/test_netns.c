@@ -6,6 +6,7 @@
  * Needs root, ip and iptables; skips with the reason otherwise.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,4 +222,47 @@ Test(netns, loop_guard_closes_connections_to_sidetap_itself)
 	cr_assert_str_eq(a, "remote-8080");
 	free(a);
 	free(b);
+}
+
+/* Descriptors the pod's sidetap holds (its pid is the one spawned: ip netns exec, setpriv exec). */
+static int sidetap_fds(void)
+{
+	char path[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)sidetap_proc.pid);
+	DIR *d = opendir(path);
+
+	if (!d)
+		return -1;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* TESTPLAN L1: the rules lose sidetap's UID exclusion, so its own upstream connect comes back. */
+Test(netns, own_connect_redirected_back_is_closed_not_multiplied)
+{
+	int fds = sidetap_fds();
+	long long accepted;
+	char *a;
+
+	cr_assert_gt(fds, 0);
+	cr_assert_eq(th_sh("ip netns exec %s iptables -t nat -D SIDETAP_OUTPUT -m owner "
+			   "--uid-owner " PROXY_UID " -j RETURN",
+			   pod),
+		     0);
+	a = ns_curl(pod, "http://" REMOTE_IP ":8080/");
+	cr_assert_str_eq(a, "", "the looped call got '%s'", a);
+	cr_assert_eq(pod_metric("sidetap_loop_guard_total{listener=\"outbound\"}"), 1);
+	/* The app's connection and its one looped copy: no storm. */
+	accepted = pod_metric("sidetap_connections_accepted_total{listener=\"outbound\"}");
+	cr_assert_eq(accepted, 2, "accepted %lld", accepted);
+	usleep(300 * 1000);
+	cr_assert_eq(pod_metric("sidetap_connections_accepted_total{listener=\"outbound\"}"),
+		     accepted);
+	cr_assert_lt(sidetap_fds(), fds + 4, "descriptors grew from %d", fds);
+	cr_assert_eq(pod_metric("sidetap_connections_active{listener=\"outbound\"}"), 0);
+	free(a);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sidetapctl: the user's tool. Reads captures (dump as JSON lines, har as
- * HAR 1.2) and shows counters (stats, from the admin endpoint or the ring).
+ * HAR 1.2), shows counters (stats, from the admin endpoint or the ring), and
+ * makes the CA that TLS unwrapping mints certificates with (ca create).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include "tap/frame.h"
 #include "tap/ring.h"
 #include "tap/sniff.h"
+#include "tlx/tls.h"
 
 /* JSON output */
 
@@ -421,6 +423,41 @@ static const char *const http_flag_names[] = {
 	"desync", "upgrade", "headers_truncated", "body_until_close", "no_response", "head",
 };
 
+static void dump_tls(FILE *o, const struct tap_frame *f)
+{
+	static const uint32_t versions[] = { TAP_TLS_V10, TAP_TLS_V11, TAP_TLS_V12, TAP_TLS_V13 };
+	bool first = true;
+
+	fprintf(o, ",\"event\":\"%s\",\"side\":\"%s\",", tap_tls_event_name(f->tls.event),
+		tap_tls_side_name(f->tls.side));
+	json_key_str(o, "sni", f->tls.sni);
+	fputs(",\"alpn_offered\":[", o);
+	for (unsigned i = 0; i < f->tls.nalpn_offered; i++) {
+		if (i)
+			fputc(',', o);
+		json_str(o, f->tls.alpn_offered[i].p, f->tls.alpn_offered[i].len);
+	}
+	fputs("],\"versions_offered\":[", o);
+	for (unsigned i = 0; i < 4; i++) {
+		if (!(f->tls.versions_offered & versions[i]))
+			continue;
+		fprintf(o, "%s\"%s\"", first ? "" : ",", tap_tls_version_name(versions[i]));
+		first = false;
+	}
+	fputc(']', o);
+	if (f->tls.event != TAP_TLS_UNWRAPPED) {
+		fputc(',', o);
+		json_key_str(o, "reason", f->tls.reason);
+		return;
+	}
+	fprintf(o, ",\"version\":\"%s\",", tap_tls_version_name(f->tls.version));
+	json_key_str(o, "cipher", f->tls.cipher);
+	fputc(',', o);
+	json_key_str(o, "alpn", f->tls.alpn);
+	fputc(',', o);
+	json_key_str(o, "upstream_verify", f->tls.upstream_verify);
+}
+
 static void dump_frame(void *ctx, const struct tap_frame *f)
 {
 	const struct filter *flt = ctx;
@@ -492,6 +529,14 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 			fprintf(o, ",\"desync_off\":%lu,\"desync_dir\":\"%s\"",
 				(unsigned long)f->http.desync_off,
 				tap_dir_name(f->http.desync_dir));
+		if (f->http.has_tls) {
+			fprintf(o, ",\"tls\":{\"version\":\"%s\",",
+				tap_tls_version_name(f->http.tls.version));
+			json_key_str(o, "cipher", f->http.tls.cipher);
+			fputc(',', o);
+			json_key_str(o, "sni", f->http.tls.sni);
+			fputc('}', o);
+		}
 		break;
 	}
 	case TAP_FRAME_TCP:
@@ -501,6 +546,7 @@ static void dump_frame(void *ctx, const struct tap_frame *f)
 		fprintf(o, ",\"data_size\":%u", f->tcp.data.len);
 		break;
 	case TAP_FRAME_TLS:
+		dump_tls(o, f);
 		break;
 	}
 	fputs("}\n", o);
@@ -865,6 +911,7 @@ static void usage(FILE *o)
 	      "  dump PATH...    captured frames as JSON lines (files, or directories of segments)\n"
 	      "  har PATH...     the HTTP pairs as HAR 1.2 (devtools, HAR viewers)\n"
 	      "  stats           connections, pairs and drops of a running sidetap\n"
+	      "  ca create       a CA for TLS unwrapping (ca.crt, ca.key)\n"
 	      "\n"
 	      "sidetapctl COMMAND --help describes each.\n",
 	      o);
@@ -872,14 +919,18 @@ static void usage(FILE *o)
 
 static void usage_dump(FILE *o)
 {
-	fputs("usage: sidetapctl dump [--type conn|http|tcp] [--host HOST] [--status CODE|Nxx] PATH...\n"
+	fputs("usage: sidetapctl dump [--type conn|http|tcp|tls] [--host HOST] [--status CODE|Nxx]\n"
+	      "                      PATH...\n"
 	      "\n"
 	      "Prints every frame of the capture files (a directory: its *.msgpack segments, in\n"
 	      "time order) as one JSON object per line, with the keys of capture/FORMAT.md:\n"
 	      "id, type, conn_id, listener, client, dst, upstream, and for http frames request\n"
 	      "{method, target, version, headers [[name, value]...], body, body_encoding,\n"
-	      "body_size, body_truncated} and response {status, reason, ...}. Bodies and tcp data\n"
-	      "are UTF-8 text when they are, else base64, as body_encoding / data_encoding say.\n"
+	      "body_size, body_truncated} and response {status, reason, ...} (and tls {version,\n"
+	      "cipher, sni} when sidetap unwrapped the connection's TLS), for tls frames event,\n"
+	      "side, sni, alpn_offered, versions_offered and reason or version, cipher, alpn,\n"
+	      "upstream_verify. Bodies and tcp data are UTF-8 text when they are, else base64,\n"
+	      "as body_encoding / data_encoding say.\n"
 	      "\n"
 	      "  --type T        only frames of type T\n"
 	      "  --host HOST     only frames whose destination, upstream or Host header is HOST\n"
@@ -904,6 +955,22 @@ static void usage_stats(FILE *o)
 	      "Shows a running sidetap's connections, bytes, errors and capture counters, read\n"
 	      "from its admin endpoint (default 127.0.0.1:4191), or the counters of a ring file\n"
 	      "(--ring, e.g. /dev/shm/sidetap.ring) when there is no admin endpoint.\n",
+	      o);
+}
+
+static void usage_ca(FILE *o)
+{
+	fputs("usage: sidetapctl ca create --out DIR [--name CN] [--days N]\n"
+	      "\n"
+	      "Creates the CA that sidetap mints server certificates with when it unwraps TLS:\n"
+	      "DIR/ca.key (ECDSA P-256, PEM, mode 0600) and DIR/ca.crt (self-signed, CA:TRUE,\n"
+	      "mode 0644). Clients whose TLS sidetap unwraps must trust ca.crt; keep ca.key\n"
+	      "secret (a Kubernetes Secret, one CA per cluster). Existing files are never\n"
+	      "overwritten. DIR is created (mode 0700) when it does not exist.\n"
+	      "\n"
+	      "  --out DIR       where to write ca.crt and ca.key\n"
+	      "  --name CN       the CA's common name (default \"sidetap CA\"; at most 64 bytes)\n"
+	      "  --days N        how long the CA is valid, 1 to 36500 (default 365)\n",
 	      o);
 }
 
@@ -1034,6 +1101,82 @@ static int cmd_stats(int argc, char **argv)
 	return ring ? stats_ring(ring) : stats_admin(admin);
 }
 
+static int cmd_ca_create(int argc, char **argv)
+{
+	const char *out = NULL, *name = NULL, *v;
+	unsigned long days = 365;
+	char err[1024];
+	int ret;
+
+	for (int i = 1; i < argc; i++) {
+		if (is_help(argv[i])) {
+			usage_ca(stdout);
+			return 0;
+		}
+		if ((v = flag_value(argc, argv, &i, "--out"))) {
+			out = v;
+		} else if ((v = flag_value(argc, argv, &i, "--name"))) {
+			name = v;
+		} else if ((v = flag_value(argc, argv, &i, "--days"))) {
+			char *end;
+
+			errno = 0;
+			days = strtoul(v, &end, 10);
+			if (errno || end == v || *end || v[0] == '-' || days < 1 || days > 36500) {
+				fprintf(stderr,
+					"sidetapctl ca create: --days: invalid value '%s': a number of days from 1 to 36500\n",
+					v);
+				return 2;
+			}
+		} else {
+			fprintf(stderr,
+				"sidetapctl ca create: unexpected argument '%s' (see sidetapctl ca create --help)\n",
+				argv[i]);
+			return 2;
+		}
+	}
+	if (!out || !out[0]) {
+		fprintf(stderr,
+			"sidetapctl ca create: --out DIR is required (see sidetapctl ca create --help)\n");
+		return 2;
+	}
+	if (name && (!name[0] || strlen(name) > 64)) {
+		fprintf(stderr, "sidetapctl ca create: --name: invalid value '%s': 1 to 64 bytes\n",
+			name);
+		return 2;
+	}
+	if (mkdir(out, 0700) == -1 && errno != EEXIST) {
+		fprintf(stderr, "sidetapctl ca create: %s: %s\n", out, strerror(errno));
+		return 1;
+	}
+	ret = tlx_ca_create(out, name, (unsigned)days, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "sidetapctl ca create: %s\n", err);
+		return 1;
+	}
+	printf("wrote %s/ca.crt (\"%s\", valid %lu days) and %s/ca.key (mode 0600)\n", out,
+	       name ? name : "sidetap CA", days, out);
+	return 0;
+}
+
+static int cmd_ca(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage_ca(stderr);
+		return 2;
+	}
+	if (is_help(argv[1])) {
+		usage_ca(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "create") == 0)
+		return cmd_ca_create(argc - 1, argv + 1);
+	fprintf(stderr,
+		"sidetapctl ca: unknown subcommand '%s' (subcommands: create; see sidetapctl ca --help)\n",
+		argv[1]);
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || is_help(argv[1])) {
@@ -1050,8 +1193,10 @@ int main(int argc, char **argv)
 		return cmd_paths(argc - 1, argv + 1, false);
 	if (strcmp(argv[1], "stats") == 0)
 		return cmd_stats(argc - 1, argv + 1);
+	if (strcmp(argv[1], "ca") == 0)
+		return cmd_ca(argc - 1, argv + 1);
 	fprintf(stderr,
-		"sidetapctl: unknown command '%s' (commands: dump, har, stats; see sidetapctl --help)\n",
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats, ca; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }

@@ -64,6 +64,14 @@ void tap_conn_eof(struct tap_conn *tc, enum tap_dir dir, uint64_t ts_ns);
  */
 void tap_conn_end(struct tap_conn *tc, uint64_t ts_ns);
 
+/*
+ * A TLS connection's bytes are not captured: the ClientHello is parsed and one
+ * tls frame (event passthrough) records the SNI, the ALPN protocols and the
+ * versions offered, and <why> (a static string; by default "TLS unwrapping is
+ * off for this listener"). Call before the first bytes are fed.
+ */
+void tap_conn_tls_reason(struct tap_conn *tc, const char *why);
+
 /* What the client's first bytes looked like so far (enum tap_proto of tap/sniff.h). */
 int tap_conn_proto(const struct tap_conn *tc);
 

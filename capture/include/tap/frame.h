@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tap/tls_hello.h"
+
 #define TAP_FORMAT_VERSION 1
 
 enum tap_frame_type {
@@ -67,6 +69,25 @@ enum tap_close_reason {
 
 #define TAP_INFORMATIONAL_MAX 4
 
+/* tls frames (FORMAT.md): what a TLS handshake showed, and what became of the connection. */
+enum tap_tls_event {
+	TAP_TLS_PASSTHROUGH = 1, /* not unwrapped: forwarded as it came */
+	TAP_TLS_UNWRAPPED, /* terminated and re-encrypted: its HTTP is captured */
+	TAP_TLS_FAILED, /* a handshake that failed */
+};
+
+enum tap_tls_side {
+	TAP_TLS_SIDE_CLIENT = 0, /* the handshake of the app or client that opened the connection */
+	TAP_TLS_SIDE_UPSTREAM = 1, /* sidetap's own handshake with the upstream */
+};
+
+/* The TLS of an unwrapped connection, as its http frames carry it. */
+struct tap_tls_info {
+	uint32_t version; /* one TAP_TLS_V* bit (tap/tls_hello.h) */
+	struct tap_str cipher; /* IANA name */
+	struct tap_str sni; /* "" if none */
+};
+
 /* One HTTP/1 message: a request or a response. */
 struct tap_http_msg {
 	struct tap_str method; /* request */
@@ -111,12 +132,28 @@ struct tap_frame {
 			uint32_t flags; /* TAP_HTTP_F_* */
 			uint64_t desync_off; /* with TAP_HTTP_F_DESYNC */
 			enum tap_dir desync_dir;
+			bool has_tls; /* the connection was unwrapped: tls holds its TLS */
+			struct tap_tls_info tls;
 		} http;
 		struct {
 			enum tap_dir dir;
 			uint64_t off;
 			struct tap_str data;
 		} tcp;
+		struct {
+			enum tap_tls_event event;
+			enum tap_tls_side side;
+			struct tap_str sni; /* "" if none */
+			struct tap_str
+				alpn_offered[TAP_TLS_ALPN_MAX]; /* in the ClientHello's order */
+			uint8_t nalpn_offered;
+			uint32_t versions_offered; /* TAP_TLS_V* bits */
+			struct tap_str reason; /* passthrough, failed: why */
+			uint32_t version; /* unwrapped: one TAP_TLS_V* bit */
+			struct tap_str cipher; /* unwrapped: IANA name */
+			struct tap_str alpn; /* unwrapped: chosen with the client, "" if none */
+			struct tap_str upstream_verify; /* unwrapped: "ok", "off" or the reason */
+		} tls;
 	};
 };
 
@@ -125,6 +162,10 @@ const char *tap_frame_type_name(enum tap_frame_type type);
 const char *tap_dir_name(enum tap_dir dir); /* "c2u", "u2c" */
 const char *tap_listener_name(enum tap_listener listener); /* "inbound", "outbound" */
 const char *tap_close_reason_name(enum tap_close_reason reason); /* "eof", "reset", ... */
+const char *tap_tls_event_name(enum tap_tls_event event); /* "passthrough", ... */
+const char *tap_tls_side_name(enum tap_tls_side side); /* "client", "upstream" */
+/* "TLS1.0" .. "TLS1.3" for one TAP_TLS_V* bit, else "invalid". */
+const char *tap_tls_version_name(uint32_t version);
 
 /*
  * Formats the frame id "<gen as 16 hex digits>-<worker>-<seq>" into <buf>

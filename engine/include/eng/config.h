@@ -22,6 +22,16 @@ enum eng_mode {
 	ENG_MODE_REVERSE, /* fixed upstream */
 };
 
+enum eng_tls_out {
+	ENG_TLS_OUT_PASSTHROUGH = 0, /* outbound TLS forwarded as it is (SNI recorded) */
+	ENG_TLS_OUT_UNWRAP, /* terminated with a minted leaf, re-originated upstream */
+};
+
+enum eng_tls_in_upstream {
+	ENG_TLS_IN_UPSTREAM_TLS = 0, /* re-encrypted to the app */
+	ENG_TLS_IN_UPSTREAM_PLAIN, /* the app listens in plaintext behind sidetap */
+};
+
 enum eng_forward {
 	ENG_FORWARD_AUTO = 0, /* copy, then splice once a direction moves bulk */
 	ENG_FORWARD_SPLICE,
@@ -73,6 +83,14 @@ struct eng_config {
 	unsigned nkafka_props;
 	bool uploader_admin_enabled;
 	struct eng_addr uploader_admin;
+	enum eng_tls_out tls_out;
+	char tls_ca_cert[256], tls_ca_key[256]; /* the CA that signs minted leaves */
+	char tls_upstream_ca[256]; /* "" : the system's trust store */
+	char tls_in_cert[256], tls_in_key[256]; /* the service's own; "" : no inbound unwrap */
+	enum eng_tls_in_upstream tls_in_upstream;
+	bool ktls; /* --ktls auto: use kTLS where the kernel has it */
+	unsigned tls_handshake_timeout_ms; /* both handshakes of an unwrapped connection */
+	unsigned tls_leaf_hours;
 	enum eng_log_level log_level;
 	bool help;
 	bool version;

@@ -190,7 +190,16 @@ case("smtp_server_first", [
     (C, b"QUIT\r\n"),
     (U, b"221 bye\r\n"),
 ])
+# A real ClientHello (curl's, from ../tls): one tls frame, the ciphertext after it not captured.
+with open(os.path.join(HERE, "..", "tls", "curl_sni_alpn.bin"), "rb") as hello:
+    CURL_HELLO = hello.read()
 case("tls_client_hello", [
+    (C, CURL_HELLO),
+    (U, b"\x16\x03\x03\x00\x04\x02\x00\x00\x00"),
+    (C, b"\x17\x03\x03\x00\x05hello"),
+])
+# A ClientHello whose record promises more than comes before the server answers.
+case("tls_truncated_hello", [
     (C, b"\x16\x03\x01\x00\x31\x01\x00\x00\x2d\x03\x03" + bytes(range(32)) + b"\x00\x00\x02\x13\x01\x01\x00"),
     (U, b"\x16\x03\x03\x00\x04\x02\x00\x00\x00"),
 ])

@@ -18,6 +18,10 @@ MSG = {"version": STR, "headers": LIST, "body": BIN, "body_size": UINT, "body_tr
 REQ = dict(MSG, method=STR, target=STR)
 RESP = dict(MSG, status=UINT, reason=STR, informational=LIST)
 FLAGS = {"desync", "upgrade", "headers_truncated", "body_until_close", "no_response", "head"}
+TLS = {"event": STR, "side": STR, "sni": STR, "alpn_offered": LIST, "versions_offered": LIST}
+TLS_UNWRAPPED = {"version": STR, "cipher": STR, "alpn": STR, "upstream_verify": STR}
+TLS_INFO = {"version": STR, "cipher": STR, "sni": STR}
+VERSIONS = ["TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3"]
 
 
 def kind(v):
@@ -75,8 +79,13 @@ def check(f):
                     timing=MAP, flags=LIST)
         if "desync" in f.get("flags", []):
             want.update(desync_off=UINT, desync_dir=STR)
+        if "tls" in f:
+            want["tls"] = MAP
     elif t == "tcp":
         want.update(dir=STR, off=UINT, data=BIN)
+    elif t == "tls":
+        want.update(TLS)
+        want.update(TLS_UNWRAPPED if f.get("event") == "unwrapped" else {"reason": STR})
     check_keys("frame", f, want)
     if f["v"] != 1:
         raise ValueError(f"v: {f['v']}")
@@ -106,6 +115,22 @@ def check(f):
             raise ValueError(f"desync_dir: {f['desync_dir']!r}")
     if t == "tcp" and f["dir"] not in ("c2u", "u2c"):
         raise ValueError(f"dir: {f['dir']!r}")
+    if t == "http" and "tls" in f:
+        check_keys("tls", f["tls"], TLS_INFO)
+        if f["tls"]["version"] not in VERSIONS:
+            raise ValueError(f"tls.version: {f['tls']['version']!r}")
+    if t == "tls":
+        if f["event"] not in ("passthrough", "unwrapped", "failed"):
+            raise ValueError(f"event: {f['event']!r}")
+        if f["side"] not in ("client", "upstream"):
+            raise ValueError(f"side: {f['side']!r}")
+        if len(f["alpn_offered"]) > 8 or any(kind(a) != STR for a in f["alpn_offered"]):
+            raise ValueError(f"alpn_offered: {f['alpn_offered']!r}")
+        offered = f["versions_offered"]
+        if any(v not in VERSIONS for v in offered) or offered != sorted(offered, key=VERSIONS.index):
+            raise ValueError(f"versions_offered: {offered!r}")
+        if f["event"] == "unwrapped" and f["version"] not in VERSIONS:
+            raise ValueError(f"version: {f['version']!r}")
 
 
 def canon(v):

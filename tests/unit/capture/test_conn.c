@@ -414,6 +414,7 @@ CORPUS_CASE(connect_declined)
 CORPUS_CASE(redis)
 CORPUS_CASE(smtp_server_first)
 CORPUS_CASE(tls_client_hello)
+CORPUS_CASE(tls_truncated_hello)
 CORPUS_CASE(garbage_after_pair)
 CORPUS_CASE(garbage_response)
 CORPUS_CASE(no_response)
@@ -683,17 +684,18 @@ Test(tap_conn, proto_from_the_clients_first_bytes)
 {
 	static const struct {
 		const char *c2u, *u2c;
-		int proto, http;
+		int proto, http, tls;
 	} cases[] = {
-		{ "GET / HTTP/1.1\r\n\r\n", NULL, TAP_PROTO_HTTP1, 1 },
-		{ "\x16\x03\x01\x00\x05", NULL, TAP_PROTO_TLS, 0 },
-		{ "*1\r\n$4\r\nPING\r\n", NULL, TAP_PROTO_OTHER, 0 },
-		{ NULL, NULL, TAP_PROTO_UNKNOWN, 0 },
-		{ "GE", NULL, TAP_PROTO_OTHER, 0 },
+		{ "GET / HTTP/1.1\r\n\r\n", NULL, TAP_PROTO_HTTP1, 1, 0 },
+		/* TLS: one tls frame when the connection ends, no ciphertext as tcp. */
+		{ "\x16\x03\x01\x00\x05", NULL, TAP_PROTO_TLS, 0, 1 },
+		{ "*1\r\n$4\r\nPING\r\n", NULL, TAP_PROTO_OTHER, 0, 0 },
+		{ NULL, NULL, TAP_PROTO_UNKNOWN, 0, 0 },
+		{ "GE", NULL, TAP_PROTO_OTHER, 0, 0 },
 		/* The server spoke first: tcp capture, but the client's bytes still name it. */
-		{ "GET / HTTP/1.1\r\n\r\n", "220 hello\r\n", TAP_PROTO_HTTP1, 0 },
+		{ "GET / HTTP/1.1\r\n\r\n", "220 hello\r\n", TAP_PROTO_HTTP1, 0, 0 },
 		/* HTTP/2 with prior knowledge is not HTTP/1. */
-		{ "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", NULL, TAP_PROTO_HTTP1, 0 },
+		{ "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", NULL, TAP_PROTO_HTTP1, 0, 0 },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -711,7 +713,13 @@ Test(tap_conn, proto_from_the_clients_first_bytes)
 		text = fx_end(&fx, 3);
 		cr_expect_eq(tap_conn_proto(fx.tc), cases[i].proto, "case %zu", i);
 		cr_expect_eq(fx.d.npairs ? 1 : 0, cases[i].http, "case %zu: %s", i, text);
-		if (cases[i].c2u && !cases[i].http) {
+		cr_expect_eq(fx.d.ntls, (size_t)cases[i].tls, "case %zu: %s", i, text);
+		if (cases[i].tls) {
+			cr_expect_eq(fx.d.nruns[TAP_C2U] + fx.d.nruns[TAP_U2C], 0, "case %zu: %s",
+				     i, text);
+			cr_expect(strstr(text, "ended before its ClientHello was complete"),
+				  "case %zu: %s", i, text);
+		} else if (cases[i].c2u && !cases[i].http) {
 			cr_expect_eq(fx.d.nruns[TAP_C2U], 1, "case %zu", i);
 			cr_expect_eq(fx.d.runs[TAP_C2U][0].off, 0, "case %zu", i);
 			cr_expect_eq(fx.d.runs[TAP_C2U][0].len, strlen(cases[i].c2u), "case %zu",
@@ -720,6 +728,90 @@ Test(tap_conn, proto_from_the_clients_first_bytes)
 		free(text);
 		fx_fini(&fx);
 	}
+	no_leaks();
+}
+
+/* A listener that unwraps but passes this client through says why in the tls frame. */
+Test(tap_conn, tls_frame_gives_the_reason_it_passed_through)
+{
+	char path[512];
+	unsigned char *hello;
+	size_t len;
+	struct conn_fixture fx;
+	char *text;
+
+	snprintf(path, sizeof(path), "%s/tls/openssl_tls13_sni_alpn.bin", SIDETAP_CORPUS_DIR);
+	hello = read_file(path, &len);
+	cr_assert(hello && len > 100, "%s", path);
+	fx_init(&fx);
+	tap_conn_tls_reason(fx.tc, "h2 only");
+	/* Sliced at every byte: the frame comes once the whole ClientHello is in. */
+	for (size_t i = 0; i < len; i++) {
+		cr_expect_eq(fx.d.ntls, 0, "frame before byte %zu of %zu", i, len);
+		tap_conn_feed(fx.tc, TAP_C2U, hello + i, 1, 5);
+	}
+	cr_expect_eq(fx.d.ntls, 1);
+	/* What follows is ciphertext: not captured, but counted. */
+	tap_conn_feed(fx.tc, TAP_U2C, "\x16\x03\x03", 3, 6);
+	tap_conn_feed(fx.tc, TAP_C2U, "\x17\x03\x03", 3, 7);
+	cr_expect_eq(tap_conn_offset(fx.tc, TAP_C2U), len + 3);
+	cr_expect_eq(tap_conn_offset(fx.tc, TAP_U2C), 3);
+	text = fx_end(&fx, 8);
+	cr_expect_str_eq(text, "tls event=1 side=0 versions=0x8 sni \"example.com\" alpn \"h2\" "
+			       "\"http/1.1\" reason \"h2 only\"\n");
+	cr_expect_eq(tap_conn_proto(fx.tc), TAP_PROTO_TLS);
+	free(text);
+	free(hello);
+	fx_fini(&fx);
+	no_leaks();
+}
+
+/* Bytes after 0x16 0x03 that are no ClientHello: a tls frame with the parser's reason. */
+Test(tap_conn, tls_frame_for_a_broken_hello_names_the_problem)
+{
+	struct conn_fixture fx;
+	uint64_t skip = 0;
+	char *text;
+
+	fx_init(&fx);
+	/* A handshake record holding a ServerHello (type 2), not a ClientHello. */
+	tap_conn_feed(fx.tc, TAP_C2U, "\x16\x03\x01\x00\x04\x02\x00\x00\x00", 9, 1);
+	cr_expect_eq(fx.d.ntls, 1);
+	cr_expect_not(tap_conn_wants(fx.tc, TAP_C2U, &skip));
+	cr_expect_eq(skip, UINT64_MAX, "the rest may be spliced");
+	text = fx_end(&fx, 2);
+	cr_expect(strstr(text, "tls event=1 side=0 versions=0x0 sni \"\" alpn reason \""), "%s",
+		  text);
+	cr_expect_null(strstr(text, "reason \"\""), "a reason is given: %s", text);
+	free(text);
+	fx_fini(&fx);
+	no_leaks();
+}
+
+/* A client that sends endless handshake records: capture holds at most 32 KiB of them. */
+Test(tap_conn, tls_hello_held_is_bounded)
+{
+	static unsigned char rec[16389];
+	struct conn_fixture fx;
+	size_t most = 0, fresh;
+	char *text;
+
+	/* Records of 16384 bytes of a ClientHello that claims to be 16 MiB long. */
+	rec[0] = 0x16, rec[1] = 3, rec[2] = 1, rec[3] = 0x40, rec[4] = 0;
+	rec[5] = 1, rec[6] = 0xff, rec[7] = 0xff, rec[8] = 0xff;
+	fx_init(&fx);
+	fresh = tap_conn_memory(fx.tc);
+	for (int i = 0; i < 8; i++) {
+		tap_conn_feed(fx.tc, TAP_C2U, rec, sizeof(rec), 1);
+		if (tap_conn_memory(fx.tc) > most)
+			most = tap_conn_memory(fx.tc);
+	}
+	cr_expect_leq(most, fresh + 64 + TAP_TLS_HELLO_BYTES_MAX, "%zu", most);
+	cr_expect_eq(fx.d.ntls, 1);
+	text = fx_end(&fx, 2);
+	cr_expect_eq(fx.d.ntls, 1, "%s", text);
+	free(text);
+	fx_fini(&fx);
 	no_leaks();
 }
 

@@ -93,6 +93,9 @@ enum {
 	SAMPLE_TCP_EMPTY,
 	SAMPLE_TCP_BIG,
 	SAMPLE_TLS,
+	SAMPLE_TLS_PASSTHROUGH,
+	SAMPLE_TLS_FAILED,
+	SAMPLE_HTTP_TLS,
 	SAMPLE_MAX_INTS,
 	SAMPLE_STR_EDGES,
 	NSAMPLES
@@ -209,6 +212,43 @@ static void sample(int i, struct tap_frame *f)
 		break;
 	case SAMPLE_TLS:
 		common(f, TAP_FRAME_TLS);
+		f->tls.event = TAP_TLS_UNWRAPPED;
+		f->tls.side = TAP_TLS_SIDE_CLIENT;
+		f->tls.sni = S("api.example.com");
+		f->tls.alpn_offered[0] = S("h2");
+		f->tls.alpn_offered[1] = S("http/1.1");
+		f->tls.nalpn_offered = 2;
+		f->tls.versions_offered = TAP_TLS_V12 | TAP_TLS_V13;
+		f->tls.version = TAP_TLS_V13;
+		f->tls.cipher = S("TLS_AES_128_GCM_SHA256");
+		f->tls.alpn = S("http/1.1");
+		f->tls.upstream_verify = S("ok");
+		break;
+	case SAMPLE_TLS_PASSTHROUGH:
+		/* No SNI, no ALPN, every version; eight ALPN names elsewhere would be the most. */
+		common(f, TAP_FRAME_TLS);
+		f->tls.event = TAP_TLS_PASSTHROUGH;
+		f->tls.versions_offered = TAP_TLS_V10 | TAP_TLS_V11 | TAP_TLS_V12 | TAP_TLS_V13;
+		f->tls.reason = S("h2 only");
+		break;
+	case SAMPLE_TLS_FAILED:
+		common(f, TAP_FRAME_TLS);
+		f->listener = TAP_OUTBOUND;
+		f->tls.event = TAP_TLS_FAILED;
+		f->tls.side = TAP_TLS_SIDE_UPSTREAM;
+		f->tls.sni = S("192.0.2.7");
+		for (int k = 0; k < TAP_TLS_ALPN_MAX; k++)
+			f->tls.alpn_offered[k] = (struct tap_str){ big_text + k, (uint32_t)k + 1 };
+		f->tls.nalpn_offered = TAP_TLS_ALPN_MAX;
+		f->tls.versions_offered = TAP_TLS_V12;
+		f->tls.reason = S("certificate has expired");
+		break;
+	case SAMPLE_HTTP_TLS:
+		sample(SAMPLE_HTTP, f);
+		f->http.has_tls = true;
+		f->http.tls.version = TAP_TLS_V12;
+		f->http.tls.cipher = S("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+		f->http.tls.sni = S("api.example.com");
 		break;
 	case SAMPLE_MAX_INTS:
 		sample(SAMPLE_HTTP_ALL_FLAGS, f);
@@ -305,6 +345,10 @@ static void expect_frame_eq(const struct tap_frame *a, const struct tap_frame *b
 		cr_expect_eq(a->http.flags, b->http.flags);
 		cr_expect_eq(a->http.desync_off, b->http.desync_off);
 		cr_expect_eq(a->http.desync_dir, b->http.desync_dir);
+		cr_assert_eq(a->http.has_tls, b->http.has_tls);
+		cr_expect_eq(a->http.tls.version, b->http.tls.version);
+		cr_expect(str_eq(&a->http.tls.cipher, &b->http.tls.cipher), "http.tls.cipher");
+		cr_expect(str_eq(&a->http.tls.sni, &b->http.tls.sni), "http.tls.sni");
 		break;
 	case TAP_FRAME_TCP:
 		cr_expect_eq(a->tcp.dir, b->tcp.dir);
@@ -312,6 +356,20 @@ static void expect_frame_eq(const struct tap_frame *a, const struct tap_frame *b
 		cr_expect(str_eq(&a->tcp.data, &b->tcp.data), "tcp.data");
 		break;
 	case TAP_FRAME_TLS:
+		cr_expect_eq(a->tls.event, b->tls.event);
+		cr_expect_eq(a->tls.side, b->tls.side);
+		cr_expect(str_eq(&a->tls.sni, &b->tls.sni), "tls.sni");
+		cr_assert_eq(a->tls.nalpn_offered, b->tls.nalpn_offered);
+		for (unsigned i = 0; i < a->tls.nalpn_offered; i++)
+			cr_expect(str_eq(&a->tls.alpn_offered[i], &b->tls.alpn_offered[i]),
+				  "tls.alpn_offered %u", i);
+		cr_expect_eq(a->tls.versions_offered, b->tls.versions_offered);
+		cr_expect(str_eq(&a->tls.reason, &b->tls.reason), "tls.reason");
+		cr_expect_eq(a->tls.version, b->tls.version);
+		cr_expect(str_eq(&a->tls.cipher, &b->tls.cipher), "tls.cipher");
+		cr_expect(str_eq(&a->tls.alpn, &b->tls.alpn), "tls.alpn");
+		cr_expect(str_eq(&a->tls.upstream_verify, &b->tls.upstream_verify),
+			  "tls.upstream_verify");
 		break;
 	}
 }
@@ -380,6 +438,18 @@ Test(tap_frame, names)
 	cr_expect_str_eq(tap_close_reason_name(TAP_CLOSE_DRAIN), "drain");
 	cr_expect_str_eq(tap_close_reason_name(TAP_CLOSE_ERROR), "error");
 	cr_expect_str_eq(tap_close_reason_name((enum tap_close_reason)0), "invalid");
+	cr_expect_str_eq(tap_tls_event_name(TAP_TLS_PASSTHROUGH), "passthrough");
+	cr_expect_str_eq(tap_tls_event_name(TAP_TLS_UNWRAPPED), "unwrapped");
+	cr_expect_str_eq(tap_tls_event_name(TAP_TLS_FAILED), "failed");
+	cr_expect_str_eq(tap_tls_event_name((enum tap_tls_event)0), "invalid");
+	cr_expect_str_eq(tap_tls_side_name(TAP_TLS_SIDE_CLIENT), "client");
+	cr_expect_str_eq(tap_tls_side_name(TAP_TLS_SIDE_UPSTREAM), "upstream");
+	cr_expect_str_eq(tap_tls_side_name((enum tap_tls_side)2), "invalid");
+	cr_expect_str_eq(tap_tls_version_name(TAP_TLS_V10), "TLS1.0");
+	cr_expect_str_eq(tap_tls_version_name(TAP_TLS_V13), "TLS1.3");
+	cr_expect_str_eq(tap_tls_version_name(0), "invalid");
+	cr_expect_str_eq(tap_tls_version_name(TAP_TLS_V12 | TAP_TLS_V13), "invalid");
+	cr_expect_str_eq(tap_tls_version_name(1u << 4), "invalid");
 }
 
 Test(tap_frame, id_is_gen_hex_worker_seq)
@@ -554,6 +624,36 @@ Test(tap_frame, encode_rejects_frames_outside_the_model)
 	f.http.req.headers = &bad_hdr;
 	f.http.req.nheaders = 1;
 	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "header name NULL");
+	sample(SAMPLE_TLS, &f);
+	f.tls.event = (enum tap_tls_event)0;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "tls event");
+	sample(SAMPLE_TLS, &f);
+	f.tls.side = (enum tap_tls_side)2;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "tls side");
+	sample(SAMPLE_TLS, &f);
+	f.tls.nalpn_offered = TAP_TLS_ALPN_MAX + 1;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "alpn_offered");
+	sample(SAMPLE_TLS, &f);
+	f.tls.versions_offered = 1u << 4;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "versions_offered");
+	sample(SAMPLE_TLS, &f);
+	f.tls.version = TAP_TLS_V12 | TAP_TLS_V13;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "two versions");
+	f.tls.version = 0;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "no version");
+	sample(SAMPLE_TLS, &f);
+	f.tls.cipher = (struct tap_str){ NULL, 3 };
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "cipher NULL");
+	sample(SAMPLE_TLS_FAILED, &f);
+	f.tls.version = 0; /* not in a failed frame */
+	cr_expect_gt(tap_frame_encode(&f, buf, sizeof(buf)), 0);
+	f.tls.reason = (struct tap_str){ NULL, 3 };
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "reason NULL");
+	sample(SAMPLE_HTTP_TLS, &f);
+	f.http.tls.version = 0;
+	cr_expect_eq(tap_frame_encode(&f, buf, sizeof(buf)), -EINVAL, "http tls without version");
+	f.http.has_tls = false;
+	cr_expect_gt(tap_frame_encode(&f, buf, sizeof(buf)), 0, "no tls map, nothing checked");
 	/* A response's fields do not matter where there is none. */
 	sample(SAMPLE_HTTP_NO_RESP, &f);
 	f.http.resp.ninformational = 200;
@@ -970,6 +1070,20 @@ static const struct need needs[] = {
 	{ SAMPLE_HTTP, "timing.resp_end", false },
 	{ SAMPLE_HTTP_ALL_FLAGS, "desync_off", false },
 	{ SAMPLE_HTTP_ALL_FLAGS, "desync_dir", true },
+	{ SAMPLE_TLS, "event", true },
+	{ SAMPLE_TLS, "side", true },
+	{ SAMPLE_TLS, "sni", true },
+	{ SAMPLE_TLS, "alpn_offered", true },
+	{ SAMPLE_TLS, "versions_offered", true },
+	{ SAMPLE_TLS, "version", true },
+	{ SAMPLE_TLS, "cipher", true },
+	{ SAMPLE_TLS, "alpn", true },
+	{ SAMPLE_TLS, "upstream_verify", true },
+	{ SAMPLE_TLS_FAILED, "reason", true },
+	{ SAMPLE_TLS_PASSTHROUGH, "reason", true },
+	{ SAMPLE_HTTP_TLS, "tls.version", true },
+	{ SAMPLE_HTTP_TLS, "tls.cipher", true },
+	{ SAMPLE_HTTP_TLS, "tls.sni", true },
 };
 
 Test(tap_frame, missing_key_is_refused_and_named)
@@ -1112,6 +1226,46 @@ Test(tap_frame, values_outside_the_format_are_refused)
 	elems[0] = (msgpack_object){ .type = MSGPACK_OBJECT_MAP, .via.map = { 1, bad_kv } };
 	expect_refused(SAMPLE_HTTP, "resp.headers", &o,
 		       "resp.headers: not an array of [name, value] str");
+
+	/* tls frames: names outside the format, too many ALPN names, a version twice is one */
+	o = str_of("intercepted");
+	expect_refused(SAMPLE_TLS, "event", &o, "event: not passthrough, unwrapped or failed");
+	o = str_of("server");
+	expect_refused(SAMPLE_TLS, "side", &o, "side: not client or upstream");
+	o = str_of("TLSv1.3");
+	expect_refused(SAMPLE_TLS, "version", &o, "version: not TLS1.0 to TLS1.3");
+	expect_refused(SAMPLE_HTTP_TLS, "tls.version", &o, "tls.version: not TLS1.0 to TLS1.3");
+	elems[0] = str_of("TLS1.2");
+	elems[1] = str_of("SSL3.0");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_ARRAY, .via.array = { 2, elems } };
+	expect_refused(SAMPLE_TLS, "versions_offered", &o,
+		       "versions_offered: not TLS1.0 to TLS1.3");
+	elems[1] = uint_of(3);
+	expect_refused(SAMPLE_TLS, "versions_offered", &o, "versions_offered: not an array of str");
+	elems[1] = str_of("TLS1.2");
+	{
+		struct tap_frame g;
+		const char *why = NULL;
+
+		cr_expect_eq(decode_edited(SAMPLE_TLS, "versions_offered", &o, NULL, &g, &why), 0,
+			     "%s", why);
+		cr_expect_eq(g.tls.versions_offered, TAP_TLS_V12);
+	}
+	{
+		msgpack_object nine[9];
+
+		for (int i = 0; i < 9; i++)
+			nine[i] = str_of("h2");
+		o = (msgpack_object){ .type = MSGPACK_OBJECT_ARRAY, .via.array = { 9, nine } };
+		expect_refused(SAMPLE_TLS, "alpn_offered", &o,
+			       "alpn_offered: not an array of at most 8 str");
+		o.via.array.size = 1;
+		nine[0] = uint_of(2);
+		expect_refused(SAMPLE_TLS, "alpn_offered", &o,
+			       "alpn_offered: not an array of at most 8 str");
+	}
+	o = str_of("TLS1.3");
+	expect_refused(SAMPLE_HTTP_TLS, "tls", &o, "tls: not a map");
 
 	/* bodies are bin, not str; a frame is a map */
 	o = str_of("hello");
@@ -1322,6 +1476,8 @@ static char *c_msg(const struct tap_http_msg *msg, bool resp)
 	return cm_done(&m);
 }
 
+static const char *const tls_versions[] = { "TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3" };
+
 static char *c_frame(const struct tap_frame *f)
 {
 	static const char *const flag_names[] = {
@@ -1384,6 +1540,15 @@ static char *c_frame(const struct tap_frame *f)
 			cm_add(&m, "desync_dir",
 			       c_cstr(f->http.desync_dir == TAP_C2U ? "c2u" : "u2c"));
 		}
+		if (f->http.has_tls) {
+			struct cmap ti = { .n = 0 };
+
+			cm_add(&ti, "version",
+			       c_cstr(tls_versions[__builtin_ctz(f->http.tls.version)]));
+			cm_add(&ti, "cipher", c_str(&f->http.tls.cipher));
+			cm_add(&ti, "sni", c_str(&f->http.tls.sni));
+			cm_add(&m, "tls", cm_done(&ti));
+		}
 		break;
 	}
 	case TAP_FRAME_TCP:
@@ -1391,8 +1556,32 @@ static char *c_frame(const struct tap_frame *f)
 		cm_add(&m, "off", c_uint(f->tcp.off));
 		cm_add(&m, "data", c_hex('b', f->tcp.data.p, f->tcp.data.len));
 		break;
-	case TAP_FRAME_TLS:
+	case TAP_FRAME_TLS: {
+		static const char *const events[] = { "", "passthrough", "unwrapped", "failed" };
+		char *alpn[TAP_TLS_ALPN_MAX], *vers[4];
+		int nv = 0;
+
+		cm_add(&m, "event", c_cstr(events[f->tls.event]));
+		cm_add(&m, "side",
+		       c_cstr(f->tls.side == TAP_TLS_SIDE_CLIENT ? "client" : "upstream"));
+		cm_add(&m, "sni", c_str(&f->tls.sni));
+		for (int i = 0; i < f->tls.nalpn_offered; i++)
+			alpn[i] = c_str(&f->tls.alpn_offered[i]);
+		cm_add(&m, "alpn_offered", c_join('[', alpn, f->tls.nalpn_offered, ']'));
+		for (int i = 0; i < 4; i++)
+			if (f->tls.versions_offered & (1u << i))
+				vers[nv++] = c_cstr(tls_versions[i]);
+		cm_add(&m, "versions_offered", c_join('[', vers, nv, ']'));
+		if (f->tls.event != TAP_TLS_UNWRAPPED) {
+			cm_add(&m, "reason", c_str(&f->tls.reason));
+			break;
+		}
+		cm_add(&m, "version", c_cstr(tls_versions[__builtin_ctz(f->tls.version)]));
+		cm_add(&m, "cipher", c_str(&f->tls.cipher));
+		cm_add(&m, "alpn", c_str(&f->tls.alpn));
+		cm_add(&m, "upstream_verify", c_str(&f->tls.upstream_verify));
 		break;
+	}
 	}
 	return cm_done(&m);
 }

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Client contexts (originating TLS to an upstream): verifying, or not for the pod's own app. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "tls_int.h"
+
+/*
+ * TLS 1.2 suites an upstream may need, strong ones only: no RC4, 3DES, MD5,
+ * export, anonymous or NULL suites. TLS 1.3's are OpenSSL's defaults.
+ */
+#define CLIENT_CIPHERS "HIGH:!aNULL:!eNULL:!3DES:!MD5:!RC4:!PSK:!SRP:!DSS:!CAMELLIA:!ARIA"
+
+/* The upstream asked for a client certificate: remembered, and none sent (see session.c). */
+static int client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+	bool *requested = SSL_get_app_data(ssl);
+
+	(void)x509, (void)pkey;
+	if (requested)
+		*requested = true;
+	return 0;
+}
+
+static int client_new(const char *ca_file, bool verify, struct tlx_client **out, char *err,
+		      size_t errlen)
+{
+	struct tlx_client *cli = calloc(1, sizeof(*cli));
+	char *pem;
+	size_t len;
+	int ret;
+
+	if (!cli) {
+		tlx__err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	cli->verify = verify;
+	cli->ctx = SSL_CTX_new(TLS_client_method());
+	if (!cli->ctx || tlx__ctx_harden(cli->ctx, CLIENT_CIPHERS)) {
+		tlx__err(err, errlen, "cannot make a TLS client context: %s", tlx__ssl_reason());
+		ret = -ENOMEM;
+		goto err_free_cli;
+	}
+	SSL_CTX_set_session_cache_mode(cli->ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_client_cert_cb(cli->ctx, client_cert_cb);
+	if (!verify) {
+		SSL_CTX_set_verify(cli->ctx, SSL_VERIFY_NONE, NULL);
+		*out = cli;
+		return 0;
+	}
+	SSL_CTX_set_verify(cli->ctx, SSL_VERIFY_PEER, NULL);
+	if (!ca_file) {
+		if (SSL_CTX_set_default_verify_paths(cli->ctx) != 1) {
+			tlx__err(err, errlen, "cannot load the system's trust store: %s",
+				 tlx__ssl_reason());
+			ret = -EINVAL;
+			goto err_free_cli;
+		}
+		*out = cli;
+		return 0;
+	}
+	/* Read once here, for a message that names the file and what is wrong with it. */
+	ret = tlx__read_file(ca_file, &pem, &len);
+	if (ret) {
+		tlx__err(err, errlen, "%s: cannot read: %s", ca_file, strerror(-ret));
+		goto err_free_cli;
+	}
+	free(pem);
+	if (SSL_CTX_load_verify_locations(cli->ctx, ca_file, NULL) != 1) {
+		tlx__err(err, errlen, "%s: no PEM certificate in it (%s)", ca_file,
+			 tlx__ssl_reason());
+		ret = -EINVAL;
+		goto err_free_cli;
+	}
+	*out = cli;
+	return 0;
+
+err_free_cli:
+	tlx_client_free(cli);
+	return ret;
+}
+
+int tlx_client_new(const char *ca_file, struct tlx_client **out, char *err, size_t errlen)
+{
+	return client_new(ca_file, true, out, err, errlen);
+}
+
+int tlx_client_new_noverify(struct tlx_client **out, char *err, size_t errlen)
+{
+	return client_new(NULL, false, out, err, errlen);
+}
+
+void tlx_client_free(struct tlx_client *cli)
+{
+	if (!cli)
+		return;
+	SSL_CTX_free(cli->ctx);
+	free(cli);
+}
