@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "eng/config.h"
+#include "tap/sink.h"
 
 /* What a setter writes into <why> on failure: the accepted form, for the error line. */
 typedef int (*opt_set_cb)(struct eng_config *cfg, const char *val, const char **why);
@@ -288,45 +289,16 @@ static int set_uploader(struct eng_config *c, const char *v, const char **why)
 	return set_onoff(&c->uploader, v, why);
 }
 
-/* A Kafka topic: 1 to 249 of [a-zA-Z0-9._-], not "." or "..". */
-static bool kafka_topic_ok(const char *t)
-{
-	size_t n = strlen(t);
-
-	if (n == 0 || n > 249 || strcmp(t, ".") == 0 || strcmp(t, "..") == 0)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
-		      (t[i] >= '0' && t[i] <= '9') || t[i] == '.' || t[i] == '_' || t[i] == '-'))
-			return false;
-	return true;
-}
-
 static int set_sink(struct eng_config *c, const char *v, const char **why)
 {
-	*why = "accepted: file:DIR, http://HOST:PORT/PATH, https://HOST:PORT/PATH, kafka://BROKER[,BROKER...]/TOPIC";
-	if (strlen(v) >= sizeof(c->sink))
-		return -EINVAL;
-	if (strncmp(v, "file:", 5) == 0) {
-		if (v[5] == '\0')
-			return -EINVAL;
-	} else if (strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0) {
-		const char *host = v + (v[4] == 's' ? 8 : 7);
+	struct tap_sink sink;
 
-		if (host[0] == '\0' || host[0] == '/' || host[0] == ':' || strchr(host, ' ')) {
-			*why = "the collector URL needs a host, e.g. https://collector:8443/v1/frames";
-			return -EINVAL;
-		}
-	} else if (strncmp(v, "kafka://", 8) == 0) {
-		const char *slash = strchr(v + 8, '/');
-
-		if (!slash || slash == v + 8 || !kafka_topic_ok(slash + 1)) {
-			*why = "expected kafka://BROKER[,BROKER...]/TOPIC, the topic 1 to 249 of a-z A-Z 0-9 . _ -";
-			return -EINVAL;
-		}
-	} else {
+	if (strlen(v) >= sizeof(c->sink)) {
+		*why = "at most 511 bytes";
 		return -EINVAL;
 	}
+	if (tap_sink_parse(v, &sink, why) != 0)
+		return -EINVAL;
 	strcpy(c->sink, v);
 	return 0;
 }
@@ -778,34 +750,20 @@ static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *e
 /* Flags that only some sinks use are refused with the others, so a mistake does not go unseen. */
 static int validate_sink(const struct eng_config *cfg, char *err, size_t errlen)
 {
-	bool http = strncmp(cfg->sink, "http://", 7) == 0 || strncmp(cfg->sink, "https://", 8) == 0;
-	bool https = strncmp(cfg->sink, "https://", 8) == 0;
-	bool kafka = strncmp(cfg->sink, "kafka://", 8) == 0;
-	bool comp = strcmp(cfg->sink_compression, "none") != 0;
+	const struct tap_sink_flags flags = {
+		.token_file = cfg->token_file[0] != '\0',
+		.sink_ca = cfg->sink_ca[0] != '\0',
+		.kafka_props = cfg->nkafka_props > 0,
+		.compression = cfg->sink_compression,
+	};
+	struct tap_sink sink;
+	const char *why;
+	char msg[256];
 
-	if (cfg->token_file[0] && !http)
-		return fail(
-			err, errlen,
-			"--token-file is only used with an http:// or https:// --sink (it is %s)",
-			cfg->sink);
-	if (cfg->sink_ca[0] && !https)
-		return fail(err, errlen,
-			    "--sink-ca is only used with an https:// --sink (it is %s)", cfg->sink);
-	if (cfg->nkafka_props && !kafka)
-		return fail(err, errlen,
-			    "--kafka-prop is only used with a kafka:// --sink (it is %s)",
-			    cfg->sink);
-	if (comp && !http && !kafka)
-		return fail(
-			err, errlen,
-			"--sink-compression is only used with http(s):// and kafka:// sinks (the sink is %s)",
-			cfg->sink);
-	if (http && (strcmp(cfg->sink_compression, "lz4") == 0 ||
-		     strcmp(cfg->sink_compression, "snappy") == 0))
-		return fail(
-			err, errlen,
-			"--sink-compression %s is for kafka:// sinks; a collector takes none, gzip or zstd",
-			cfg->sink_compression);
+	/* set_sink() took it, so it parses. */
+	tap_sink_parse(cfg->sink, &sink, &why);
+	if (tap_sink_check_flags(&sink, &flags, msg, sizeof(msg)) != 0)
+		return fail(err, errlen, "%s (the sink is %s)", msg, cfg->sink);
 	/* Read by the uploader, but a typo is better refused here than in a restart loop. */
 	if (cfg->token_file[0] && access(cfg->token_file, R_OK) == -1)
 		return fail(err, errlen, "--token-file: cannot read '%s': %s", cfg->token_file,

@@ -190,11 +190,11 @@ Test(eng_config, uploader_flags_read_their_env_names)
 Test(eng_config, sink_flags_must_fit_the_sink)
 {
 	FAILS(ARGV("--token-file", "/dev/null"), NOENV,
-	      "--token-file is only used with an http:// or https:// --sink");
+	      "--token-file is only used with an http:// or https:// sink (the sink is file:");
 	FAILS(ARGV("--sink", "http://c:1/f", "--sink-ca", "/dev/null"), NOENV,
-	      "--sink-ca is only used with an https:// --sink");
+	      "--sink-ca is only used with an https:// sink (the sink is http://c:1/f)");
 	FAILS(ARGV("--sink", "https://c:1/f", "--kafka-prop", "acks=all"), NOENV,
-	      "--kafka-prop is only used with a kafka:// --sink");
+	      "--kafka-prop is only used with a kafka:// sink");
 	FAILS(ARGV("--sink-compression", "gzip"), NOENV,
 	      "--sink-compression is only used with http(s):// and kafka:// sinks");
 	FAILS(ARGV("--sink", "http://c:1/f", "--sink-compression", "lz4"), NOENV,
