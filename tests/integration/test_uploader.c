@@ -301,7 +301,7 @@ Test(uploader, remote_sink_flags_are_checked_and_refused_with_exit_2)
 		{ { "--sink=http://c:1/f", "--batch-bytes=1T", NULL }, "--batch-bytes" },
 		{ { "--sink=http://c:1/f", "--sink-timeout=5", NULL }, "100 to 3600000" },
 		{ { "--sink=http://c:1/f", "--sink-compression=lz4", NULL },
-		  "lz4 and snappy are for kafka" },
+		  "--sink-compression lz4 is for kafka:// sinks" },
 		{ { "--sink=http://c:1/f", "--sink-compression=br", NULL }, "none, gzip, zstd" },
 		{ { "--sink=http://c:1/f", "--sink-ca=/x.pem", NULL },
 		  "--sink-ca is only used with an https" },

@@ -213,9 +213,9 @@ static size_t render_metrics(struct upl *u, char *buf, size_t cap)
 	uint64_t produced = 0, dropped = 0, used = 0, oldest = oldest_unshipped_ms(u);
 	uint64_t now = upl_unix_ms();
 	char err[600];
-	const char *sink = u->o.kind == UPL_SINK_FILE  ? "file" :
-			   u->o.kind == UPL_SINK_KAFKA ? "kafka" :
-							 "http";
+	const char *sink = u->o.dest.kind == TAP_SINK_FILE  ? "file" :
+			   u->o.dest.kind == TAP_SINK_KAFKA ? "kafka" :
+							      "http";
 	int n;
 
 	for (unsigned i = 0; u->ring && i < tap_ring_count(u->ring); i++) {

@@ -20,6 +20,7 @@
 
 #include "tap/frame.h"
 #include "tap/ring.h"
+#include "tap/sink.h"
 #include "upl.h"
 
 volatile sig_atomic_t upl_stop_requested;
@@ -293,12 +294,19 @@ static int set_sink_timeout(struct upl_opts *o, const char *v, const char **why)
 	return parse_uint(v, 100, 3600000, &o->sink_timeout_ms);
 }
 
+static const char *const compression_names[] = { "none", "gzip", "zstd", "lz4", "snappy" };
+
+const char *upl_compression_name(enum upl_compression c)
+{
+	return (unsigned)c < sizeof(compression_names) / sizeof(compression_names[0]) ?
+		       compression_names[c] :
+		       "none";
+}
+
 static int set_compression(struct upl_opts *o, const char *v, const char **why)
 {
-	static const char *const names[] = { "none", "gzip", "zstd", "lz4", "snappy" };
-
-	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (strcmp(v, names[i]) == 0) {
+	for (unsigned i = 0; i < sizeof(compression_names) / sizeof(compression_names[0]); i++) {
+		if (strcmp(v, compression_names[i]) == 0) {
 			o->compression = (enum upl_compression)i;
 			return 0;
 		}
@@ -412,96 +420,27 @@ static const struct flag *flag_find(const char *name)
 	return NULL;
 }
 
-/* A Kafka topic: 1 to 249 of [a-zA-Z0-9._-], not "." or "..". */
-static bool topic_ok(const char *t)
-{
-	size_t n = strlen(t);
-
-	if (n == 0 || n > 249 || strcmp(t, ".") == 0 || strcmp(t, "..") == 0)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
-		      (t[i] >= '0' && t[i] <= '9') || t[i] == '.' || t[i] == '_' || t[i] == '-'))
-			return false;
-	return true;
-}
-
-/* Splits and checks --sink; says what is wrong on stderr. */
+/* Splits and checks --sink, and the flags that only some sinks take; says what is wrong on stderr. */
 static int parse_sink(struct upl_opts *o)
 {
-	const char *s = o->sink, *rest;
-	const char *accepted =
-		"accepted: file:DIR, http://HOST:PORT/PATH, https://HOST:PORT/PATH, kafka://BROKER[,BROKER...]/TOPIC";
+	const struct tap_sink_flags given = {
+		.token_file = o->token_file != NULL,
+		.sink_ca = o->sink_ca != NULL,
+		.kafka_props = o->nkafka_props > 0,
+		.compression = upl_compression_name(o->compression),
+	};
+	const char *why;
+	char err[256];
 
-	if (strncmp(s, "file:", 5) == 0 && s[5] != '\0') {
-		o->kind = UPL_SINK_FILE;
-		o->dir = s + 5;
-		return 0;
-	}
-	if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
-		rest = s + (s[4] == 's' ? 8 : 7);
-		if (rest[0] == '\0' || rest[0] == '/' || rest[0] == ':' || strchr(rest, ' ')) {
-			fprintf(stderr,
-				"sidetap-uploader: --sink: invalid value '%s': the collector URL needs a host, e.g. https://collector:8443/v1/frames\n",
-				s);
-			return -EINVAL;
-		}
-		o->kind = UPL_SINK_HTTP;
-		return 0;
-	}
-	if (strncmp(s, "kafka://", 8) == 0) {
-		const char *slash;
-
-		rest = s + 8;
-		slash = strchr(rest, '/');
-		if (!slash || slash == rest || (size_t)(slash - rest) >= sizeof(o->kafka_brokers) ||
-		    !topic_ok(slash + 1)) {
-			fprintf(stderr,
-				"sidetap-uploader: --sink: invalid value '%s': expected kafka://BROKER[,BROKER...]/TOPIC, the topic 1 to 249 of a-z A-Z 0-9 . _ -\n",
-				s);
-			return -EINVAL;
-		}
-		memcpy(o->kafka_brokers, rest, (size_t)(slash - rest));
-		o->kafka_brokers[slash - rest] = '\0';
-		snprintf(o->kafka_topic, sizeof(o->kafka_topic), "%s", slash + 1);
-		o->kind = UPL_SINK_KAFKA;
-		return 0;
-	}
-	fprintf(stderr, "sidetap-uploader: --sink: invalid value '%s': %s\n", s, accepted);
-	return -EINVAL;
-}
-
-/* Flags that only some sinks use are refused with the others, so a typo does not go unseen. */
-static int check_combination(const struct upl_opts *o)
-{
-	bool https = strncmp(o->sink, "https://", 8) == 0;
-
-	if (o->token_file && o->kind != UPL_SINK_HTTP) {
-		fprintf(stderr,
-			"sidetap-uploader: --token-file is only used with an http:// or https:// sink\n");
+	if (tap_sink_parse(o->sink, &o->dest, &why) != 0) {
+		fprintf(stderr, "sidetap-uploader: --sink: invalid value '%s': %s\n", o->sink, why);
 		return -EINVAL;
 	}
-	if (o->sink_ca && !https) {
-		fprintf(stderr, "sidetap-uploader: --sink-ca is only used with an https:// sink\n");
+	if (tap_sink_check_flags(&o->dest, &given, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sidetap-uploader: %s\n", err);
 		return -EINVAL;
 	}
-	if (o->nkafka_props && o->kind != UPL_SINK_KAFKA) {
-		fprintf(stderr,
-			"sidetap-uploader: --kafka-prop is only used with a kafka:// sink\n");
-		return -EINVAL;
-	}
-	if (o->compression != UPL_COMP_NONE && o->kind == UPL_SINK_FILE) {
-		fprintf(stderr,
-			"sidetap-uploader: --sink-compression is only used with http(s):// and kafka:// sinks\n");
-		return -EINVAL;
-	}
-	if ((o->compression == UPL_COMP_LZ4 || o->compression == UPL_COMP_SNAPPY) &&
-	    o->kind == UPL_SINK_HTTP) {
-		fprintf(stderr,
-			"sidetap-uploader: --sink-compression: lz4 and snappy are for kafka:// sinks; a collector takes none, gzip or zstd\n");
-		return -EINVAL;
-	}
-	return o->kind == UPL_SINK_KAFKA ? upl_kafka_check_props(o) : 0;
+	return o->dest.kind == TAP_SINK_KAFKA ? upl_kafka_check_props(o) : 0;
 }
 
 static int apply(struct upl_opts *o, const struct flag *f, const char *v, const char *source)
@@ -590,9 +529,7 @@ static int parse_args(int argc, char **argv, struct upl_opts *o)
 			"sidetap-uploader: --ring PATH and --sink URL are both needed (see --help)\n");
 		return -EINVAL;
 	}
-	if (parse_sink(o) != 0)
-		return -EINVAL;
-	return check_combination(o);
+	return parse_sink(o);
 }
 
 void upl_ring_detach(struct upl *u)
@@ -706,7 +643,7 @@ int main(int argc, char **argv)
 		ret = 1;
 		goto out_free_decoder;
 	}
-	if (u.o.kind == UPL_SINK_FILE)
+	if (u.o.dest.kind == TAP_SINK_FILE)
 		ret = upl_file_run(&u);
 	else
 		ret = upl_remote_run(&u);

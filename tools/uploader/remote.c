@@ -515,7 +515,7 @@ int upl_remote_run(struct upl *u)
 			"batch_bytes=%lu spool_limit=%lu", (unsigned long)u->o.batch_bytes,
 			(unsigned long)u->o.spool_limit);
 	}
-	u->ops = u->o.kind == UPL_SINK_KAFKA ? &upl_sink_kafka : &upl_sink_http;
+	u->ops = u->o.dest.kind == TAP_SINK_KAFKA ? &upl_sink_kafka : &upl_sink_http;
 	ret = u->ops->open(u, &u->sink);
 	if (ret < 0) {
 		upl_spool_close(u->spool);

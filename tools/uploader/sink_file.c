@@ -269,7 +269,7 @@ static int run(struct file_sink *fs)
 
 			if (n < 0) {
 				upl_log(UPL_LOG_ERR, "cannot write a segment", "dir=%s err=\"%s\"",
-					u->o.dir, strerror((int)-n));
+					u->o.dest.dir, strerror((int)-n));
 				upl_set_error(u, "cannot write a segment: %s", strerror((int)-n));
 				segment_commit(fs);
 				upl_wait(u, 1000);
@@ -321,15 +321,15 @@ int upl_file_run(struct upl *u)
 	struct file_sink fs = { .u = u, .seg = { .fd = -1 } };
 	int ret;
 
-	if (mkdir(u->o.dir, 0755) == -1 && errno != EEXIST) {
+	if (mkdir(u->o.dest.dir, 0755) == -1 && errno != EEXIST) {
 		upl_log(UPL_LOG_ERR, "cannot create the sink directory", "dir=%s err=\"%s\"",
-			u->o.dir, strerror(errno));
+			u->o.dest.dir, strerror(errno));
 		return 1;
 	}
-	fs.dirfd = open(u->o.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fs.dirfd = open(u->o.dest.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fs.dirfd == -1) {
 		upl_log(UPL_LOG_ERR, "cannot open the sink directory", "dir=%s err=\"%s\"",
-			u->o.dir, strerror(errno));
+			u->o.dest.dir, strerror(errno));
 		return 1;
 	}
 	fs.seg.wbuf = malloc(WBUF_SIZE);

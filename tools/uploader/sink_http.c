@@ -366,10 +366,7 @@ static int http_open(struct upl *u, struct upl_sink **out)
 			curl_easy_setopt(e, CURLOPT_CAINFO, u->o.sink_ca);
 	}
 	upl_log(UPL_LOG_INFO, "shipping to a collector", "url=%s compression=%s token=%s",
-		u->o.sink,
-		u->o.compression == UPL_COMP_GZIP ? "gzip" :
-		u->o.compression == UPL_COMP_ZSTD ? "zstd" :
-						    "none",
+		u->o.sink, upl_compression_name(u->o.compression),
 		u->o.token_file ? u->o.token_file : "none");
 	*out = (struct upl_sink *)hs;
 	return 0;

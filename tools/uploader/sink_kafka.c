@@ -122,23 +122,6 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 		fac, buf);
 }
 
-static const char *codec_name(enum upl_compression c)
-{
-	switch (c) {
-	case UPL_COMP_GZIP:
-		return "gzip";
-	case UPL_COMP_ZSTD:
-		return "zstd";
-	case UPL_COMP_LZ4:
-		return "lz4";
-	case UPL_COMP_SNAPPY:
-		return "snappy";
-	case UPL_COMP_NONE:
-		break;
-	}
-	return "none";
-}
-
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v)
 {
 	char err[512];
@@ -201,10 +184,10 @@ static int producer_new(struct kafka_sink *ks)
 	kbytes = (unsigned long long)KAFKA_INFLIGHT * (o->batch_bytes / 1024 + 1) + 65536;
 	snprintf(num, sizeof(num), "%llu", kbytes > 2097151 ? 2097151ull : kbytes);
 	ret |= conf_set(conf, "queue.buffering.max.kbytes", num);
-	ret |= conf_set(conf, "bootstrap.servers", o->kafka_brokers);
+	ret |= conf_set(conf, "bootstrap.servers", o->dest.kafka_brokers);
 	ret |= conf_set(conf, "client.id", "sidetap-uploader");
 	ret |= conf_set(conf, "enable.idempotence", "true");
-	ret |= conf_set(conf, "compression.codec", codec_name(o->compression));
+	ret |= conf_set(conf, "compression.codec", upl_compression_name(o->compression));
 	/* How long librdkafka itself retries a message before its report says it failed. */
 	snprintf(num, sizeof(num), "%u", o->sink_timeout_ms);
 	ret |= conf_set(conf, "message.timeout.ms", num);
@@ -233,10 +216,10 @@ static int producer_new(struct kafka_sink *ks)
 		upl_log(UPL_LOG_ERR, "cannot create the kafka producer", "err=\"%s\"", err);
 		return -EINVAL;
 	}
-	ks->rkt = rd_kafka_topic_new(ks->rk, o->kafka_topic, NULL);
+	ks->rkt = rd_kafka_topic_new(ks->rk, o->dest.kafka_topic, NULL);
 	if (!ks->rkt) {
 		upl_log(UPL_LOG_ERR, "cannot use the kafka topic", "topic=%s err=\"%s\"",
-			o->kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
+			o->dest.kafka_topic, rd_kafka_err2str(rd_kafka_last_error()));
 		rd_kafka_destroy(ks->rk);
 		ks->rk = NULL;
 		return -EINVAL;
@@ -509,7 +492,8 @@ static int kafka_open(struct upl *u, struct upl_sink **out)
 	if (ret < 0)
 		goto err_close_pipe;
 	upl_log(UPL_LOG_INFO, "shipping to kafka", "brokers=%s topic=%s compression=%s",
-		u->o.kafka_brokers, u->o.kafka_topic, codec_name(u->o.compression));
+		u->o.dest.kafka_brokers, u->o.dest.kafka_topic,
+		upl_compression_name(u->o.compression));
 	*out = (struct upl_sink *)ks;
 	return 0;
 

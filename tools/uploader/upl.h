@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tap/sink.h"
+
 struct tap_ring;
 struct tap_decoder;
 struct upl;
@@ -21,12 +23,6 @@ struct upl;
 
 /* How many --kafka-prop flags are kept. */
 #define UPL_KAFKA_PROPS_MAX 32
-
-enum upl_sink_kind {
-	UPL_SINK_FILE = 0,
-	UPL_SINK_HTTP, /* http:// and https:// collectors */
-	UPL_SINK_KAFKA,
-};
 
 enum upl_compression {
 	UPL_COMP_NONE = 0,
@@ -45,10 +41,7 @@ enum upl_spool_full {
 struct upl_opts {
 	const char *ring;
 	const char *sink; /* the URL as given */
-	enum upl_sink_kind kind;
-	const char *dir; /* file:DIR */
-	char kafka_brokers[1024]; /* kafka://BROKERS/TOPIC */
-	char kafka_topic[256];
+	struct tap_sink dest; /* the sink URL, parsed */
 	uint64_t segment_bytes; /* file: */
 	unsigned segment_ms;
 	const char *spool_dir; /* remote sinks */
@@ -127,6 +120,9 @@ struct upl_sink_ops {
 
 extern const struct upl_sink_ops upl_sink_http;
 extern const struct upl_sink_ops upl_sink_kafka;
+
+/* The --sink-compression name of <c>. */
+const char *upl_compression_name(enum upl_compression c);
 
 /* Checks every --kafka-prop against librdkafka; says what is wrong on stderr. Returns 0 or -EINVAL. */
 int upl_kafka_check_props(const struct upl_opts *o);
