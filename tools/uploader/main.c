@@ -598,6 +598,36 @@ bool upl_ring_drained(struct upl *u)
 	return true;
 }
 
+void upl_ring_skip_corrupt(struct upl *u, unsigned idx, uint64_t at)
+{
+	/* Not a crash: count, skip to what the producer wrote last, go on. */
+	u->m.corrupt++;
+	tap_ring_count_rejected(u->ring, idx, 1);
+	upl_log(UPL_LOG_ERR, "corrupt record in the ring, skipping to its head",
+		"ring=%u pos=%lu corrupt_total=%lu", idx, (unsigned long)at,
+		(unsigned long)u->m.corrupt);
+	u->pos[idx] = tap_ring_head(u->ring, idx);
+}
+
+bool upl_record_is_frame(struct upl *u, unsigned idx, uint64_t at, const void *p, uint32_t len)
+{
+	const char *why = "";
+
+	/*
+	 * Every record is checked before it reaches the sink: well-formed
+	 * msgpack with a frame's shape (tap_frame_check, cheap enough for
+	 * every frame; readers decode fully).
+	 */
+	if (tap_frame_check(p, len, &why) == 0)
+		return true;
+	u->m.invalid++;
+	tap_ring_count_rejected(u->ring, idx, 1);
+	upl_log(UPL_LOG_WARN, "invalid frame in the ring, not shipped",
+		"ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx, (unsigned long)at, why,
+		(unsigned long)u->m.invalid);
+	return false;
+}
+
 #define WAIT_FDS_MAX 64
 
 void upl_wait(struct upl *u, int timeout_ms)

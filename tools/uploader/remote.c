@@ -272,7 +272,6 @@ static long fill(struct upl *u)
 		for (unsigned k = 0; k < READ_PER_RING; k++) {
 			struct upl_batch *b = u->filling;
 			uint64_t at = u->pos[i];
-			const char *why = "";
 			const void *payload;
 			uint32_t len;
 			int ret;
@@ -286,14 +285,7 @@ static long fill(struct upl *u)
 				return taken;
 			}
 			if (ret < 0) {
-				/* Not a crash: count, skip to what the producer wrote last, go on. */
-				u->m.corrupt++;
-				tap_ring_count_rejected(u->ring, i, 1);
-				upl_log(UPL_LOG_ERR,
-					"corrupt record in the ring, skipping to its head",
-					"ring=%u pos=%lu corrupt_total=%lu", i, (unsigned long)at,
-					(unsigned long)u->m.corrupt);
-				u->pos[i] = tap_ring_head(u->ring, i);
+				upl_ring_skip_corrupt(u, i, at);
 				continue;
 			}
 			if (b->nframes &&
@@ -306,14 +298,8 @@ static long fill(struct upl *u)
 			if (!b->opened_ms)
 				b->opened_ms = upl_now_ms();
 			b->records[i]++;
-			if (tap_frame_check(payload, len, &why) != 0) {
-				u->m.invalid++;
-				tap_ring_count_rejected(u->ring, i, 1);
-				upl_log(UPL_LOG_WARN, "invalid frame in the ring, not shipped",
-					"ring=%u pos=%lu why=\"%s\" invalid_total=%lu", i,
-					(unsigned long)at, why, (unsigned long)u->m.invalid);
+			if (!upl_record_is_frame(u, i, at, payload, len))
 				continue;
-			}
 			if (upl_batch_append(b, payload, len) < 0) {
 				/* Read it again later; what the batch holds ships first. */
 				b->records[i]--;

@@ -196,36 +196,18 @@ static long drain_one(struct file_sink *fs, unsigned idx)
 		const void *payload;
 		uint32_t len;
 		uint64_t at = u->pos[idx];
-		const char *why = "";
 		int ret;
 
 		ret = tap_ring_next(u->ring, idx, &u->pos[idx], &payload, &len);
 		if (ret == 0)
 			break;
 		if (ret < 0) {
-			/* Not a crash: count, skip to what the producer wrote last, go on. */
-			u->m.corrupt++;
-			tap_ring_count_rejected(u->ring, idx, 1);
-			upl_log(UPL_LOG_ERR, "corrupt record in the ring, skipping to its head",
-				"ring=%u pos=%lu corrupt_total=%lu", idx, (unsigned long)at,
-				(unsigned long)u->m.corrupt);
-			u->pos[idx] = tap_ring_head(u->ring, idx);
+			upl_ring_skip_corrupt(u, idx, at);
 			continue;
 		}
 		u->unacked[idx]++;
-		/*
-		 * Every record is checked before it reaches the sink: well-formed
-		 * msgpack with a frame's shape (tap_frame_check, cheap enough for
-		 * every frame; readers decode fully).
-		 */
-		if (tap_frame_check(payload, len, &why) != 0) {
-			u->m.invalid++;
-			tap_ring_count_rejected(u->ring, idx, 1);
-			upl_log(UPL_LOG_WARN, "invalid frame in the ring, not shipped",
-				"ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx,
-				(unsigned long)at, why, (unsigned long)u->m.invalid);
+		if (!upl_record_is_frame(u, idx, at, payload, len))
 			continue;
-		}
 		if (fs->seg.fd < 0 && (ret = segment_open(fs)) < 0)
 			return ret;
 		ret = segment_append(&fs->seg, payload, len);

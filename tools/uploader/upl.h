@@ -208,6 +208,19 @@ bool upl_ring_pressed(struct upl *u);
 bool upl_ring_drained(struct upl *u);
 
 /*
+ * Ring <idx> holds at <at> something that is not a record: counts it (here
+ * and in the ring's rejected count), logs it, and moves the read position to
+ * the producer's head.
+ */
+void upl_ring_skip_corrupt(struct upl *u, unsigned idx, uint64_t at);
+
+/*
+ * True when the record <p> (<len> bytes, at <at> in ring <idx>) is a valid
+ * frame; otherwise it is counted and logged, and is not to be shipped.
+ */
+bool upl_record_is_frame(struct upl *u, unsigned idx, uint64_t at, const void *p, uint32_t len);
+
+/*
  * Waits up to <timeout_ms> for the sink (when it has descriptors) or an
  * admin client, and answers admin requests. Returns when something happened
  * or the time is up.
