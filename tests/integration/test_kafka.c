@@ -61,36 +61,18 @@ static void teardown(void)
 
 TestSuite(kafka, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Writes a tcp frame with seq <seq> into ring <idx>, its data naming it. */
+/* Writes a tcp frame with seq <seq> into ring <idx>, its <pad> bytes of data naming it. */
 static void produce(struct tap_ring *r, unsigned idx, uint64_t seq, size_t pad)
 {
 	static char data[4096];
-	struct tap_frame f;
-	size_t max;
-	ssize_t n;
-	void *p;
+	int n;
 
-	memset(&f, 0, sizeof(f));
-	f.type = TAP_FRAME_TCP;
-	f.gen = tap_ring_generation(r);
-	f.worker = idx;
-	f.seq = seq;
-	f.conn_id = 7;
-	f.ts_ns = 1700000000000000000ull + seq;
-	f.client = (struct tap_str){ "10.0.0.1:1000", 13 };
-	f.dst = (struct tap_str){ "10.0.0.2:80", 11 };
-	f.upstream = f.dst;
-	f.tcp.dir = TAP_C2U;
 	memset(data, 'x', sizeof(data));
 	n = snprintf(data, sizeof(data), "frame %u/%lu", idx, (unsigned long)seq);
 	data[n] = 'x';
-	f.tcp.data = (struct tap_str){ data, (uint32_t)(pad < sizeof(data) ? pad : sizeof(data)) };
-	max = tap_frame_encoded_max(&f);
-	p = tap_ring_reserve(r, idx, max);
-	cr_assert_not_null(p);
-	n = tap_frame_encode(&f, p, max);
-	cr_assert_gt(n, 0);
-	tap_ring_commit(r, idx, (size_t)n);
+	cr_assert_eq(th_ring_put_tcp(r, idx, seq, 1700000000000000000ull + seq, data,
+				     pad < sizeof(data) ? pad : sizeof(data)),
+		     0);
 }
 
 static void fill(struct tap_ring *r, unsigned per_ring)

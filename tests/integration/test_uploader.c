@@ -36,29 +36,7 @@ TestSuite(uploader, .init = setup, .timeout = 30);
 /* Writes a tcp frame with seq <seq> and <data> into ring <idx>. */
 static void produce(struct tap_ring *r, unsigned idx, uint64_t seq, const char *data)
 {
-	struct tap_frame f;
-	size_t max;
-	ssize_t n;
-	void *p;
-
-	memset(&f, 0, sizeof(f));
-	f.type = TAP_FRAME_TCP;
-	f.gen = tap_ring_generation(r);
-	f.worker = idx;
-	f.seq = seq;
-	f.conn_id = 7;
-	f.ts_ns = 1;
-	f.client = (struct tap_str){ "10.0.0.1:1000", 13 };
-	f.dst = (struct tap_str){ "10.0.0.2:80", 11 };
-	f.upstream = f.dst;
-	f.tcp.dir = TAP_C2U;
-	f.tcp.data = (struct tap_str){ data, (uint32_t)strlen(data) };
-	max = tap_frame_encoded_max(&f);
-	p = tap_ring_reserve(r, idx, max);
-	cr_assert_not_null(p);
-	n = tap_frame_encode(&f, p, max);
-	cr_assert_gt(n, 0);
-	tap_ring_commit(r, idx, (size_t)n);
+	cr_assert_eq(th_ring_put_tcp(r, idx, seq, 1, data, strlen(data)), 0);
 }
 
 /* Writes <len> bytes that are not a frame as a record of ring <idx>. */
