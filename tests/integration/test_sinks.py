@@ -11,9 +11,7 @@ zstd; skips with the reason when they are missing.
 """
 import os
 import random
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,37 +22,10 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import collector  # noqa: E402
+from harness import Sidetap, scrape, wait_for  # noqa: E402
 
 BINDIR = None
 SHIM = None
-
-
-def wait_for(cond, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def scrape(port, series):
-    """The value of <series> (name with labels, as exposed) at 127.0.0.1:<port>/metrics, or None."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return None
-    for line in data.decode().splitlines():
-        if line.startswith(series + " ") or (line.startswith(series + "{") and "{" not in series):
-            return float(line.split()[-1])
-    return None
 
 
 class Upstream(collector.http.server.BaseHTTPRequestHandler):
@@ -121,39 +92,17 @@ class Traffic:
         return lat[int(len(lat) * 0.99)] if lat else 0.0
 
 
-class Proxy:
-    """sidetap in reverse mode in front of an upstream, capture on, in a scratch directory."""
+class Proxy(Sidetap):
+    """sidetap in reverse mode in front of an upstream, capture on, its uploader's spool and
+    metrics endpoint in the scratch directory."""
 
     def __init__(self, test, upstream_port, *extra):
-        self.test = test
-        self.dir = tempfile.mkdtemp(prefix="sidetap-sink-")
+        super().__init__(test, "sidetap-sink-")
         self.ring = os.path.join(self.dir, "ring")
         self.spool = os.path.join(self.dir, "spool")
-        self.logf = open(os.path.join(self.dir, "sidetap.log"), "w+")
-        args = [os.path.join(BINDIR, "sidetap"), "--inbound-addr=127.0.0.1:0",
-                "--outbound-addr=off", "--admin-addr=127.0.0.1:0", "--workers=2",
-                "--inbound-mode=reverse", "--inbound-upstream=127.0.0.1:%d" % upstream_port,
-                "--ring=" + self.ring, "--spool-dir=" + self.spool,
-                "--uploader-admin-addr=127.0.0.1:0", "--batch-ms=50"] + list(extra)
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
-        ok = wait_for(lambda: 'msg="started"' in self.log() or self.proc.poll() is not None, 10)
-        text = self.log()
-        test.assertTrue(ok and 'msg="started"' in text, "sidetap did not start:\n" + text)
-        self.port = self.addr(text, "listener=inbound addr=")
-        self.admin = self.addr(text, 'msg="admin endpoint" addr=')
-
-    @staticmethod
-    def addr(text, key):
-        at = text.rindex(key) + len(key)
-        return int(text[at:].split()[0].rsplit(":", 1)[1])
-
-    def log(self):
-        self.logf.flush()
-        with open(self.logf.name) as f:
-            return f.read()
-
-    def metric(self, series):
-        return scrape(self.admin, series)
+        self.start(BINDIR, upstream_port,
+                   ["--ring=" + self.ring, "--spool-dir=" + self.spool,
+                    "--uploader-admin-addr=127.0.0.1:0", "--batch-ms=50"] + list(extra))
 
     def uploader_admin(self):
         key = 'msg="admin endpoint" component=uploader addr='
@@ -175,18 +124,6 @@ class Proxy:
             time.sleep(0.1)
         return int(last[0]), int(last[1])
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout=40)
-        self.test.assertEqual(status, 0, "sidetap did not exit 0:\n" + self.log())
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.logf.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def uploader(ring, sink, logf, *extra, env=None):
     """A standalone sidetap-uploader (the proxy runs with --uploader off)."""
@@ -195,19 +132,24 @@ def uploader(ring, sink, logf, *extra, env=None):
                             stdout=logf, stderr=subprocess.STDOUT, env=env)
 
 
+def gaps(ids):
+    """Frames missing below each worker's newest one in <ids> (a worker's seq counts from 1)."""
+    by_worker = {}
+    for fid in ids:
+        gen, worker, seq = fid.split("-")
+        by_worker.setdefault((gen, worker), set()).add(int(seq))
+    return sum(max(seqs) - len(seqs) for seqs in by_worker.values())
+
+
 def check_ids(test, ids, written, dropped):
     """Every frame the ring took arrived (duplicates allowed); gaps only where frames were dropped."""
     unique = set(ids)
     test.assertEqual(len(unique), written,
                      "collector holds %d unique frames, the ring took %d" % (len(unique), written))
-    by_worker = {}
-    for fid in unique:
-        gen, worker, seq = fid.split("-")
-        by_worker.setdefault((gen, worker), set()).add(int(seq))
-    gaps = sum(max(seqs) - len(seqs) for seqs in by_worker.values())
-    test.assertLessEqual(gaps, dropped, "frames missing that were not counted as dropped")
+    missing = gaps(unique)
+    test.assertLessEqual(missing, dropped, "frames missing that were not counted as dropped")
     if dropped == 0:
-        test.assertEqual(gaps, 0)
+        test.assertEqual(missing, 0)
     return unique
 
 
@@ -232,6 +174,16 @@ class SinkTestBase(unittest.TestCase):
         self.cleanups.append(c.stop)
         return c
 
+    def arrive(self, t, p, c, timeout=40):
+        """Stops traffic <t> (which must have seen no error), waits for proxy <p>'s frame counts to
+        settle and for collector <c> to hold every frame the ring took; returns written, dropped."""
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, timeout),
+                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        return written, dropped
+
     def proxy(self, *args):
         p = Proxy(self, self.uport, *args)
         self.cleanups.append(p.close)
@@ -244,10 +196,7 @@ class HttpSinkTest(SinkTestBase):
         p = self.proxy("--sink=http://127.0.0.1:%d/v1/frames" % c.port)
         t = Traffic(p.port)
         wait_for(lambda: t.done >= 300, 20)
-        t.stop()
-        self.assertEqual(t.errors, [])
-        written, dropped = p.settle()
-        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 10))
+        written, dropped = self.arrive(t, p, c, 10)
         self.assertEqual(p.upl_metric("sidetap_uploader_frames_shipped_total"), written)
         self.assertEqual(p.upl_metric("sidetap_uploader_batches_retried_total"), 0)
         p.stop()
@@ -281,11 +230,7 @@ class HttpSinkTest(SinkTestBase):
             "the last error is not in the metrics")
         c.status = 200
         time.sleep(0.5)
-        t.stop()
-        self.assertEqual(t.errors, [])
-        written, dropped = p.settle()
-        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 30),
-                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        written, dropped = self.arrive(t, p, c, 30)
         retried = p.upl_metric("sidetap_uploader_batches_retried_total")
         self.assertGreaterEqual(retried, 3)
         self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_files") == 0, 10),
@@ -314,11 +259,7 @@ class HttpSinkTest(SinkTestBase):
         self.assertGreater(p.upl_metric("sidetap_uploader_oldest_unshipped_age_seconds"), 0)
         self.assertRegex(p.log(), r"Couldn't connect to server|Connection refused")
         c = self.collector(port)
-        t.stop()
-        self.assertEqual(t.errors, [])
-        written, dropped = p.settle()
-        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 40),
-                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        written, dropped = self.arrive(t, p, c)
         self.assertTrue(wait_for(lambda: p.upl_metric("sidetap_uploader_spool_files") == 0, 10))
         self.assertEqual(p.upl_metric("sidetap_uploader_oldest_unshipped_age_seconds"), 0)
         p.stop()
@@ -365,11 +306,7 @@ class HttpSinkTest(SinkTestBase):
                          "the ring overflowed while requests were in flight")
         self.assertGreater(p.upl_metric("sidetap_uploader_frames_spooled_total"), 0)
         c.hang_s = 0
-        t.stop()
-        self.assertEqual(t.errors, [])
-        written, dropped = p.settle()
-        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 40),
-                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        written, dropped = self.arrive(t, p, c)
         p.stop()
         self.assertEqual(dropped, 0)
         check_ids(self, c.ids, written, 0)
@@ -604,11 +541,7 @@ class SpoolFullTest(SinkTestBase):
         self.assertGreater(upl_dropped, 0)
         self.assertLessEqual(upl_dropped, p.metric("sidetap_capture_dropped_frames_total"))
         c.status = 200
-        t.stop()
-        self.assertEqual(t.errors, [])
-        written, dropped = p.settle()
-        self.assertTrue(wait_for(lambda: len(c.unique_ids()) >= written, 40),
-                        "%d of %d arrived" % (len(c.unique_ids()), written))
+        written, dropped = self.arrive(t, p, c)
         self.assertTrue(wait_for(
             lambda: p.upl_metric('sidetap_uploader_spool_full{policy="stop"}') == 0, 10))
         p.stop()
@@ -667,13 +600,9 @@ class SpoolFullTest(SinkTestBase):
         unique = c.unique_ids()
         self.assertEqual(len(unique) + spool_dropped, written)
         # ...and the deleted ones are the oldest: each is below the newest frame of its worker.
-        by_worker = {}
-        for fid in unique:
-            gen, worker, seq = fid.split("-")
-            by_worker.setdefault((gen, worker), set()).add(int(seq))
-        gaps = sum(max(seqs) - len(seqs) for seqs in by_worker.values())
-        self.assertGreaterEqual(gaps, spool_dropped, "the newest frames were deleted")
-        self.assertLessEqual(gaps, spool_dropped + ring_dropped)
+        missing = gaps(unique)
+        self.assertGreaterEqual(missing, spool_dropped, "the newest frames were deleted")
+        self.assertLessEqual(missing, spool_dropped + ring_dropped)
 
 
 if __name__ == "__main__":
