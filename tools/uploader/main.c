@@ -158,8 +158,10 @@ static void usage(FILE *out)
 		"SIDETAP_KAFKA_PROP holds K=V pairs separated by ';'. A flag wins over the environment.\n"
 		"\n"
 		"SIGTERM or SIGINT: ship what the ring holds (until it is drained; what the sink does\n"
-		"not take goes to the spool), then exit 0; a second signal exits at once. Segments,\n"
-		"spool files and collector request bodies are readable with sidetapctl dump.\n");
+		"not take goes to the spool), then exit 0. When neither the sink nor the spool takes\n"
+		"it, exit 1 at once, leaving it unreleased in the ring; a second signal exits at once\n"
+		"too. Segments, spool files and collector request bodies are readable with sidetapctl\n"
+		"dump.\n");
 }
 
 /* A byte count with an optional K, M or G suffix, within [<min>, <max>]. */

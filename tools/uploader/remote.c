@@ -447,13 +447,17 @@ static void dispatch(struct upl *u)
 	}
 }
 
-/* Every ring batch not yet durable to the spool (a failing sink at stop). */
-static void spool_all(struct upl *u)
+/*
+ * Every ring batch not yet durable to the spool (a failing sink at stop).
+ * Returns false when one could not be written there.
+ */
+static bool spool_all(struct upl *u)
 {
 	seal(u);
 	for (struct upl_batch *b = u->rq_head; b; b = b->next)
-		if (spool_batch(u, b) == -ENOSPC)
-			break;
+		if (spool_batch(u, b) < 0)
+			return false;
+	return true;
 }
 
 void upl_batch_abandon(struct upl *u, struct upl_batch *b)
@@ -562,8 +566,20 @@ int upl_remote_run(struct upl *u)
 				continue;
 			}
 		}
-		if (stopping && u->failed_while_stopping && u->ring)
-			spool_all(u);
+		if (stopping && u->failed_while_stopping && u->ring && !spool_all(u)) {
+			/*
+			 * Waiting would outlive sidetap (an uploader whose sidetap was
+			 * killed holds the spool's lock against the next one): what is
+			 * not durable stays in the ring, unreleased, for the next uploader.
+			 */
+			upl_log(UPL_LOG_WARN,
+				"stopping with frames left in the ring: neither the sink nor the spool takes them",
+				"batches=%u spool_bytes=%lu spool_limit=%lu", pending(u),
+				(unsigned long)upl_spool_bytes(u->spool),
+				(unsigned long)upl_spool_limit(u->spool));
+			status = 1;
+			break;
+		}
 		if (ring_done && !u->rq_head &&
 		    (u->failed_while_stopping ||
 		     (u->inflight == 0 && upl_spool_files(u->spool) == 0)))
