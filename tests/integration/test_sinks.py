@@ -12,6 +12,7 @@ zstd; skips with the reason when they are missing.
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -603,6 +604,38 @@ class SpoolFullTest(SinkTestBase):
         missing = gaps(unique)
         self.assertGreaterEqual(missing, spool_dropped, "the newest frames were deleted")
         self.assertLessEqual(missing, spool_dropped + ring_dropped)
+
+    def test_stopping_with_nowhere_to_put_frames_exits_and_leaves_them_in_the_ring(self):
+        c = self.collector()
+        c.status = 503
+        p = self.proxy("--uploader=off", "--ring-size=64M")
+        sink = "http://127.0.0.1:%d/v1/frames" % c.port
+        logf = open(os.path.join(p.dir, "uploader.log"), "w+")
+        self.cleanups.append(logf.close)
+        up = uploader(p.ring, sink, logf, "--spool-dir=" + p.spool, "--spool-limit=64K")
+        self.cleanups.append(lambda: up.poll() is None and (up.kill(), up.wait()))
+        t = Traffic(p.port)
+
+        def log():
+            logf.flush()
+            with open(logf.name) as f:
+                return f.read()
+        self.assertTrue(wait_for(lambda: "the spool is full" in log(), 30), log())
+        t.stop()
+        self.assertEqual(t.errors, [])
+        # Sink down, spool full: a stopping uploader does not wait for either (it would outlive
+        # sidetap and hold the spool's lock against the next uploader).
+        up.send_signal(signal.SIGTERM)
+        self.assertEqual(up.wait(timeout=10), 1, log())
+        self.assertIn("stopping with frames left in the ring", log())
+        # What it did not ship or spool is still in the ring: the next uploader ships it.
+        c.status = 200
+        written, dropped = p.settle()
+        p.stop()
+        self.assertEqual(uploader(p.ring, sink, logf, "--spool-dir=" + p.spool, "--once")
+                         .wait(timeout=60), 0, log())
+        self.assertEqual(dropped, 0)
+        check_ids(self, c.ids, written, 0)
 
 
 if __name__ == "__main__":
