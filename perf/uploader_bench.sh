@@ -104,7 +104,9 @@ http {
 }
 EOF
 	nginx -c "$TMP/nginx.conf"
-	PIDS+=("$(cat "$TMP/nginx.pid" 2>/dev/null || sleep 0.2; cat "$TMP/nginx.pid")")
+	# The master writes its pid once it runs; killing it stops its workers too.
+	for _ in $(seq 50); do [ -s "$TMP/nginx.pid" ] && break; sleep 0.1; done
+	PIDS+=("$(cat "$TMP/nginx.pid")")
 	echo
 	echo "## proxy: wrk -t1 -c50 -d${DURATION}s, tiny responses, sidetap --workers 1, capture on"
 	echo
