@@ -9,6 +9,9 @@
 #   bulk        iperf3 -R through each TCP proxy: Gbit/s, ratio to direct, proxy CPU ms per GiB
 #   idle        idle proxied connections (perf/idle_conns): RSS per connection, back to baseline
 #   crossover   sidetap copy vs splice at 1..256 KiB responses: where splice starts to pay (auto's threshold)
+#   tls         HTTPS: direct to a TLS origin, through sidetap unwrapping (minted leaf, verified
+#               upstream, capture off and on) and through HAProxy terminating and originating TLS:
+#               keep-alive requests/s and new-connection (handshake) requests/s, proxy CPU
 #   splice      build/bin/splice_bench: copy vs splice(2) vs io_uring splice vs poll + splice
 # Results: markdown on stdout and in perf/out/<timestamp>.md (raw per-run rows there too).
 set -euo pipefail
@@ -19,7 +22,7 @@ usage: perf/run.sh [--quick] [--force] [--only SECTION[,SECTION...]] [--no-build
 
   --quick     smoke run: 1 repetition, 2 s per measurement, 2 s latency runs, 256 MiB splice
   --force     skip the noise gate (load average must be below 0.3 otherwise)
-  --only S    run only these sections: throughput, latency, bulk, idle, crossover, splice
+  --only S    run only these sections: throughput, latency, bulk, idle, crossover, tls, splice
   --no-build  use the binaries in the build directory as they are
   --keep      keep the scratch directory (configs, logs, raw wrk/h2load/iperf3 output)
 
@@ -41,7 +44,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${SIDETAP_BUILD:-$ROOT/build}
 CMDLINE="perf/run.sh${*:+ $*}"
 QUICK=0 FORCE=0 BUILD_IT=1 KEEP=0 ONLY=""
-SECTIONS="throughput latency bulk idle crossover splice"
+SECTIONS="throughput latency bulk idle crossover tls splice"
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -390,6 +393,7 @@ need_tools() {
 		latency) tools="$tools nginx haproxy h2load" peers=1 ;;
 		bulk) tools="$tools haproxy nginx iperf3" peers=1 ;;
 		idle) tools="$tools haproxy nginx" peers=1 ;;
+		tls) tools="$tools haproxy nginx wrk openssl" peers=1 ;;
 		esac
 	done
 	# shellcheck disable=SC2086 # a list of words
@@ -943,6 +947,113 @@ section_crossover() {
 			c = med(R[k, "sidetap-copy"]); s = med(R[k, "sidetap-splice"]); a = med(R[k, "sidetap-auto"])
 			printf "| %s KiB | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f |\n", k, c, s, a, (c > 0) ? s / c : 0,
 				med(U[k, "sidetap-copy"]), med(U[k, "sidetap-splice"]), med(U[k, "sidetap-auto"]) }
+	}' "$RAW" | tee -a "$OUT_MD"
+	out ""
+}
+
+# HTTPS: direct, sidetap unwrapping (capture off and on), HAProxy terminating and originating TLS.
+TLS_TARGETS="direct sidetap-tls sidetap-tls-cap haproxy-tls"
+section_tls() {
+	local t rep kind port pid out c0 c1 line mode p n name=perf.example.test
+	local origin=$((PORT_BASE + 40)) hp=$((PORT_BASE + 41)) sp=$((PORT_BASE + 42)) scp=$((PORT_BASE + 43))
+	say "tls: certificates, a TLS origin, the proxies"
+	mkdir -p "$WORK/tls" "$WORK/nginx-tmp"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=perf CA" \
+		-keyout "$WORK/tls/up-ca.key" -out "$WORK/tls/up-ca.crt" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+		-keyout "$WORK/tls/origin.key" -out "$WORK/tls/origin.csr" 2>/dev/null
+	printf 'subjectAltName=DNS:%s,IP:127.0.0.1\n' "$name" >"$WORK/tls/ext"
+	openssl x509 -req -in "$WORK/tls/origin.csr" -CA "$WORK/tls/up-ca.crt" -CAkey "$WORK/tls/up-ca.key" \
+		-CAcreateserial -days 2 -extfile "$WORK/tls/ext" -out "$WORK/tls/origin.crt" 2>/dev/null
+	cat "$WORK/tls/origin.crt" "$WORK/tls/origin.key" >"$WORK/tls/origin.pem"
+	"$BUILD/bin/sidetapctl" ca create --out "$WORK/tls/sidetap-ca" >/dev/null
+	{
+		echo "$NGINX_USER"
+		echo "worker_processes 1; pid $WORK/tls-origin.pid; error_log $WORK/tls-origin.err warn;"
+		echo "events { worker_connections 4096; }"
+		echo "http { access_log off; keepalive_requests 100000000;"
+		echo "  client_body_temp_path $WORK/nginx-tmp/body; proxy_temp_path $WORK/nginx-tmp/proxy;"
+		echo "  fastcgi_temp_path $WORK/nginx-tmp/fastcgi; uwsgi_temp_path $WORK/nginx-tmp/uwsgi;"
+		echo "  scgi_temp_path $WORK/nginx-tmp/scgi;"
+		echo "  server { listen 127.0.0.1:$origin ssl backlog=4096;"
+		echo "    ssl_certificate $WORK/tls/origin.crt; ssl_certificate_key $WORK/tls/origin.key;"
+		echo "    location = /tiny { return 200 \"ok\\n\"; } } }"
+	} >"$WORK/tls-origin.conf"
+	start_bg tls-origin "$ORIGIN_CPU" nginx -p "$WORK" -e "$WORK/tls-origin.err" -c "$WORK/tls-origin.conf" -g 'daemon off;'
+	wait_port tls-origin "$origin"
+	{
+		printf 'global\n\tnbthread 1\n\tmaxconn %s\n' "$MAXCONN"
+		printf 'defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 10m\n\ttimeout server 10m\n'
+		printf '\ttimeout http-keep-alive 10m\n'
+		printf 'frontend fe\n\tbind 127.0.0.1:%s ssl crt %s\n\tdefault_backend be\n' "$hp" "$WORK/tls/origin.pem"
+		printf 'backend be\n\tserver origin 127.0.0.1:%s ssl verify required ca-file %s sni str(%s) verifyhost %s\n' \
+			"$origin" "$WORK/tls/up-ca.crt" "$name" "$name"
+	} >"$WORK/haproxy-tls.cfg"
+	start_bg haproxy-tls "$PROXY_CPU" haproxy -f "$WORK/haproxy-tls.cfg" -db
+	for mode in off on; do
+		p=$sp n=sidetap-tls
+		[ "$mode" = on ] && p=$scp n=sidetap-tls-cap
+		start_bg "$n" "$PROXY_CPU" "$SIDETAP" --outbound-addr "127.0.0.1:$p" --outbound-mode reverse \
+			--outbound-upstream "127.0.0.1:$origin" --inbound-addr off --admin-addr off --workers 1 \
+			--tls-out unwrap --tls-ca-cert "$WORK/tls/sidetap-ca/ca.crt" \
+			--tls-ca-key "$WORK/tls/sidetap-ca/ca.key" --tls-upstream-ca "$WORK/tls/up-ca.crt" \
+			--capture "$mode" --ring "$WORK/$n.ring" --sink "file:$WORK/$n.capture" \
+			--max-connections "$MAXCONN" --log-level warn
+	done
+	wait_port haproxy-tls "$hp"
+	wait_port sidetap-tls "$sp"
+	wait_port sidetap-tls-cap "$scp"
+	for rep in $(seq "$REPS"); do
+		for kind in keepalive handshake; do
+			for t in $TLS_TARGETS; do
+				case $t in
+				direct) port=$origin ;;
+				sidetap-tls) port=$sp ;;
+				sidetap-tls-cap) port=$scp ;;
+				haproxy-tls) port=$hp ;;
+				esac
+				pid=${PID[$t]:-}
+				out=$WORK/wrk.tls.$rep.$kind.$t.out
+				say "tls: rep $rep/$REPS $kind target $t"
+				c0=0 c1=0
+				[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+				if [ "$kind" = keepalive ]; then
+					run_client $((DURATION + 30)) "$out" wrk -t1 -c50 -d"${DURATION}s" \
+						"https://127.0.0.1:$port/tiny" || die "wrk against $t failed: $(tail -n 3 "$out")"
+				else
+					run_client $((DURATION + 30)) "$out" wrk -t1 -c50 -d"${DURATION}s" \
+						-H "Connection: close" "https://127.0.0.1:$port/tiny" ||
+						die "wrk against $t failed: $(tail -n 3 "$out")"
+				fi
+				[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+				line=$(awk "$WRK_PARSE" "$out")
+				printf 'tls\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$kind" "$t" "$line" \
+					"$([ -n "$pid" ] && echo $((c1 - c0)) || echo -)" >>"$RAW"
+			done
+		done
+	done
+	for t in sidetap-tls sidetap-tls-cap haproxy-tls tls-origin; do
+		stop_bg "$t"
+	done
+	out "## TLS: wrk -t1 -c50 -d${DURATION}s over HTTPS, median of $REPS"
+	out ""
+	out "wrk sends no SNI: sidetap mints its leaf for the destination's IP and checks the origin's IP SAN."
+	out "sidetap unwraps (its CA's leaf to the client, the origin verified against the origin's CA) with"
+	out "capture off and on; HAProxy terminates with the origin's certificate and originates TLS with"
+	out "verification. handshake: one request per connection (Connection: close)."
+	out ""
+	awk -F'\t' -v hz="$HZ" -v order="$TLS_TARGETS" "$AWK_LIB"'
+	$1 == "tls" { add(R, $3 SUBSEP $4, $5); if ($9 != "-" && $7 > 0) add(U, $3 SUBSEP $4, $9 / hz * 1e6 / $7) }
+	END {
+		print "| connections | target | req/s | ÷ direct | proxy CPU µs/req |"
+		print "|---|---|---:|---:|---:|"
+		nt = split(order, T, " ")
+		split("keepalive handshake", K, " ")
+		for (k = 1; k <= 2; k++) for (j = 1; j <= nt; j++) {
+			t = T[j]; r = med(R[K[k], t]); dr = med(R[K[k], "direct"])
+			printf "| %s | %s | %.0f | %s | %s |\n", K[k], t, r, (dr > 0) ? sprintf("%.2f", r / dr) : "—",
+				f("%.1f", med(U[K[k], t]))
+		}
 	}' "$RAW" | tee -a "$OUT_MD"
 	out ""
 }

@@ -106,6 +106,7 @@ enum eng_ctr {
 	ENG_CTR_TLS_VERIFY_FAILED, /* upstream certificates refused */
 	ENG_CTR_TLS_FAILED, /* other handshake or record failures */
 	ENG_CTR_TLS_TIMEOUTS, /* handshakes past --tls-handshake-timeout */
+	ENG_CTR_TLS_RESUMED, /* upstream handshakes that resumed an earlier session */
 	ENG_CTR_KTLS_TX, /* sides whose records the kernel encrypts (--ktls auto) */
 	ENG_CTR_KTLS_FALLBACKS, /* sides that stayed in userspace although kTLS was on */
 	ENG_CTR_COUNT,

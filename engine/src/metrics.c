@@ -55,6 +55,8 @@ static const struct metric metrics[] = {
 	  "Other TLS handshake or record failures.", "" },
 	{ ENG_CTR_TLS_TIMEOUTS, "sidetap_tls_handshake_timeouts_total", "counter",
 	  "Handshakes that took longer than --tls-handshake-timeout.", "" },
+	{ ENG_CTR_TLS_RESUMED, "sidetap_tls_upstream_resumed_total", "counter",
+	  "Upstream TLS handshakes that resumed an earlier session with that name.", "" },
 	{ ENG_CTR_KTLS_TX, "sidetap_ktls_tx_total", "counter",
 	  "Unwrapped connections' sides whose records the kernel encrypts (kTLS, --ktls auto).",
 	  "" },

@@ -388,6 +388,8 @@ static void upstream_handshake(struct eng_conn *c)
 	if (ret == 1) {
 		snprintf(t->verify, sizeof(t->verify), "%s",
 			 c->kind == ENG_INBOUND ? "not verified (the app in this pod)" : "ok");
+		if (tlx_session_resumed(t->s[1]))
+			count(c, ENG_CTR_TLS_RESUMED);
 		start_client_side(c);
 	}
 }

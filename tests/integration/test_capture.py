@@ -493,8 +493,14 @@ class RingLifecycleTest(unittest.TestCase):
         try:
             curl("http://127.0.0.1:%d/hello" % st.port)
             ctl = os.path.join(BINDIR, "sidetapctl")
-            out = subprocess.run([ctl, "stats", "--admin", "127.0.0.1:%d" % st.admin], check=True,
-                                 stdout=subprocess.PIPE).stdout.decode()
+            # curl is done when it has the response; sidetap records the close a moment later.
+            deadline = time.time() + 5
+            while True:
+                out = subprocess.run([ctl, "stats", "--admin", "127.0.0.1:%d" % st.admin],
+                                     check=True, stdout=subprocess.PIPE).stdout.decode()
+                if "capture: frames 3," in out or time.time() > deadline:
+                    break
+                time.sleep(0.05)
             self.assertIn("inbound   connections: accepted 1,", out)
             self.assertIn("capture: frames 3,", out, "open, pair, close")
             out = subprocess.run([ctl, "stats", "--ring", os.path.join(st.dir, "ring")],

@@ -300,6 +300,9 @@ class TlsTest(unittest.TestCase):
             r = curl(st.port, "api.example.test", self.ca, "/echo?x=1", "-d", "secret=1")
             self.assertEqual(r.stdout, b"POST /echo?x=1\n")
             self.assertEqual(st.metric('sidetap_tls_unwrapped_total{listener="outbound"}'), 2)
+            # The second connection resumed the first one's session with the upstream.
+            self.assertEqual(
+                st.metric('sidetap_tls_upstream_resumed_total{listener="outbound"}'), 1)
             frames = st.stop()
         finally:
             st.close()

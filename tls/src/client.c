@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Client contexts (originating TLS to an upstream): verifying, or not for the pod's own app. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,7 +45,20 @@ static int client_new(const char *ca_file, bool verify, struct tlx_client **out,
 		ret = -ENOMEM;
 		goto err_free_cli;
 	}
-	SSL_CTX_set_session_cache_mode(cli->ctx, SSL_SESS_CACHE_OFF);
+	/*
+	 * Resumption with upstreams: a full handshake costs a chain check and a
+	 * signature check more. Kept here, per name, never in OpenSSL's cache.
+	 */
+	pthread_mutex_init(&cli->lock, NULL);
+	cli->resume = calloc(TLX_RESUME_SLOTS, sizeof(*cli->resume));
+	if (!cli->resume) {
+		tlx__err(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto err_free_cli;
+	}
+	SSL_CTX_set_session_cache_mode(cli->ctx,
+				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(cli->ctx, tlx__session_new_cb);
 	SSL_CTX_set_client_cert_cb(cli->ctx, client_cert_cb);
 	if (!verify) {
 		SSL_CTX_set_verify(cli->ctx, SSL_VERIFY_NONE, NULL);
@@ -97,6 +111,48 @@ void tlx_client_free(struct tlx_client *cli)
 {
 	if (!cli)
 		return;
+	if (cli->resume) {
+		for (unsigned i = 0; i < TLX_RESUME_SLOTS; i++)
+			SSL_SESSION_free(cli->resume[i].sess);
+		free(cli->resume);
+		pthread_mutex_destroy(&cli->lock);
+	}
 	SSL_CTX_free(cli->ctx);
 	free(cli);
+}
+
+static unsigned slot_of(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *key; key++)
+		h = (h ^ (uint8_t)*key) * 16777619u;
+	return h % TLX_RESUME_SLOTS;
+}
+
+SSL_SESSION *tlx__resume_take(struct tlx_client *cli, const char *key)
+{
+	struct tlx_resume_slot *slot = &cli->resume[slot_of(key)];
+	SSL_SESSION *sess = NULL;
+
+	pthread_mutex_lock(&cli->lock);
+	if (slot->sess && strcmp(slot->key, key) == 0) {
+		sess = slot->sess;
+		slot->sess = NULL;
+	}
+	pthread_mutex_unlock(&cli->lock);
+	return sess;
+}
+
+void tlx__resume_put(struct tlx_client *cli, const char *key, SSL_SESSION *sess)
+{
+	struct tlx_resume_slot *slot = &cli->resume[slot_of(key)];
+	SSL_SESSION *old;
+
+	pthread_mutex_lock(&cli->lock);
+	old = slot->sess;
+	slot->sess = sess;
+	snprintf(slot->key, sizeof(slot->key), "%s", key);
+	pthread_mutex_unlock(&cli->lock);
+	SSL_SESSION_free(old);
 }

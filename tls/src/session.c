@@ -26,6 +26,8 @@ struct tlx_session {
 	bool done, closed;
 	bool cert_requested; /* client: the upstream asked for a client certificate */
 	char alpn[256];
+	struct tlx_client *cli; /* client: whose resumption cache takes its tickets */
+	char key[TLX_RESUME_KEY_MAX]; /* client: the key of that cache */
 };
 
 static struct tlx_session *session_new(SSL_CTX *ctx, enum tlx_side side, const char **why)
@@ -90,6 +92,28 @@ err_free_session:
 	return NULL;
 }
 
+int tlx__session_new_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	bool *requested = SSL_get_app_data(ssl);
+	struct tlx_session *s;
+	SSL_SESSION *copy;
+
+	if (!requested || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	s = (struct tlx_session *)((char *)requested - offsetof(struct tlx_session, cert_requested));
+	/* Only what a verified handshake gave (or, to the pod's app, unverified by design). */
+	if (!s->cli || (s->cli->verify && SSL_get_verify_result(ssl) != X509_V_OK))
+		return 0;
+	/*
+	 * A copy: <sess> is the connection's own, and freeing a connection that
+	 * ended without close_notify marks it not resumable.
+	 */
+	copy = SSL_SESSION_dup(sess);
+	if (copy)
+		tlx__resume_put(s->cli, s->key, copy);
+	return 0;
+}
+
 static bool is_ip(const char *name)
 {
 	unsigned char addr[16];
@@ -130,6 +154,17 @@ struct tlx_session *tlx_session_client(struct tlx_client *cli, const char *name,
 	/* SSL_set_alpn_protos() returns 0 on success. */
 	if (ok && alpn_http11)
 		ok = SSL_set_alpn_protos(s->ssl, http11, sizeof(http11) - 1) == 0;
+	if (ok && cli->resume) {
+		SSL_SESSION *sess;
+
+		s->cli = cli;
+		snprintf(s->key, sizeof(s->key), "%c%s", alpn_http11 ? 'h' : '-', name);
+		sess = tlx__resume_take(cli, s->key);
+		if (sess) {
+			ok = SSL_set_session(s->ssl, sess) == 1;
+			SSL_SESSION_free(sess);
+		}
+	}
 	if (!ok) {
 		*why = tlx__ssl_reason();
 		tlx_session_free(s);
@@ -339,6 +374,11 @@ const char *tlx_session_cipher(const struct tlx_session *s)
 const char *tlx_session_alpn(const struct tlx_session *s)
 {
 	return s->alpn;
+}
+
+bool tlx_session_resumed(const struct tlx_session *s)
+{
+	return s->done && SSL_session_reused(s->ssl);
 }
 
 bool tlx_session_cert_requested(const struct tlx_session *s)

@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "tap/tls_hello.h"
 #include "tlx/tls.h"
 
 struct tlx_ca {
@@ -42,10 +43,33 @@ struct tlx_server {
 	struct tlx_leaf *head, *tail;
 };
 
+/* Upstream sessions kept for resumption: one per name (and ALPN offer), direct-mapped. */
+#define TLX_RESUME_SLOTS 1024
+#define TLX_RESUME_KEY_MAX (TAP_TLS_SNI_MAX + 2)
+
+struct tlx_resume_slot {
+	char key[TLX_RESUME_KEY_MAX]; /* "h" or "-" (ALPN http/1.1 offered or not), then the name */
+	SSL_SESSION *sess;
+};
+
 struct tlx_client {
 	SSL_CTX *ctx;
 	bool verify;
+	pthread_mutex_t lock; /* of resume: the engine's workers share one client */
+	struct tlx_resume_slot *resume;
 };
+
+/*
+ * Takes the session kept for <key>, or NULL; a taken session is removed (a
+ * TLS 1.3 ticket is for one use). Caller frees it.
+ */
+SSL_SESSION *tlx__resume_take(struct tlx_client *cli, const char *key);
+
+/* Keeps <sess> (the cache takes the caller's reference) for <key>, replacing what was there. */
+void tlx__resume_put(struct tlx_client *cli, const char *key, SSL_SESSION *sess);
+
+/* The new-session callback of client contexts (session.c): hands tickets to tlx__resume_put. */
+int tlx__session_new_cb(SSL *ssl, SSL_SESSION *sess);
 
 enum tlx_name_kind {
 	TLX_NAME_BAD = 0,

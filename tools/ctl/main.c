@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "k8s.h"
 #include "tap/frame.h"
 #include "tap/ring.h"
 #include "tap/sniff.h"
@@ -912,6 +913,7 @@ static void usage(FILE *o)
 	      "  har PATH...     the HTTP pairs as HAR 1.2 (devtools, HAR viewers)\n"
 	      "  stats           connections, pairs and drops of a running sidetap\n"
 	      "  ca create       a CA for TLS unwrapping (ca.crt, ca.key)\n"
+	      CTL_K8S_USAGE
 	      "\n"
 	      "sidetapctl COMMAND --help describes each.\n",
 	      o);
@@ -1195,8 +1197,10 @@ int main(int argc, char **argv)
 		return cmd_stats(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ca") == 0)
 		return cmd_ca(argc - 1, argv + 1);
+	if (ctl_k8s_is_command(argv[1]))
+		return ctl_k8s_main(argc - 1, argv + 1);
 	fprintf(stderr,
-		"sidetapctl: unknown command '%s' (commands: dump, har, stats, ca; see sidetapctl --help)\n",
+		"sidetapctl: unknown command '%s' (commands: dump, har, stats, ca, install, uninstall, inject, wait-ready; see sidetapctl --help)\n",
 		argv[1]);
 	return 2;
 }

@@ -7,7 +7,7 @@
  * (and ip6tables-restore), so nothing else in the namespace is touched:
  *
  *   PREROUTING -p tcp -> SIDETAP_INBOUND
- *     RETURN for the admin port and --skip-inbound-ports
+ *     RETURN for the admin port, --skip-inbound-ports and --skip-inbound-cidrs
  *     -> SIDETAP_INBOUND_REDIRECT: REDIRECT --to-ports <inbound-port>
  *   OUTPUT -p tcp -> SIDETAP_OUTPUT
  *     RETURN for sidetap's own UID and GID (its connections upstream and to the
@@ -109,8 +109,10 @@ struct opts {
 	uint32_t proxy_uid, proxy_gid;
 	struct port_range skip_in[LIST_MAX], skip_out[LIST_MAX];
 	unsigned nskip_in, nskip_out;
-	struct cidr cidrs[LIST_MAX];
+	struct cidr cidrs[LIST_MAX]; /* outbound destinations */
 	unsigned ncidrs;
+	struct cidr in_cidrs[LIST_MAX]; /* inbound sources */
+	unsigned nin_cidrs;
 	enum ipv6_mode ipv6;
 	bool dry_run, cleanup, help, version;
 };
@@ -337,20 +339,25 @@ static int parse_cidr(const char *s, struct cidr *c)
 	return 0;
 }
 
+struct cidr_list {
+	struct cidr *c;
+	unsigned *n;
+};
+
 static int add_cidr(const char *s, void *arg)
 {
-	struct opts *o = arg;
+	struct cidr_list *l = arg;
 	struct cidr c;
 
 	if (parse_cidr(s, &c))
 		return -EINVAL;
-	for (unsigned i = 0; i < o->ncidrs; i++)
-		if (o->cidrs[i].family == c.family && o->cidrs[i].prefix == c.prefix &&
-		    memcmp(o->cidrs[i].addr, c.addr, sizeof(c.addr)) == 0)
+	for (unsigned i = 0; i < *l->n; i++)
+		if (l->c[i].family == c.family && l->c[i].prefix == c.prefix &&
+		    memcmp(l->c[i].addr, c.addr, sizeof(c.addr)) == 0)
 			return 0;
-	if (o->ncidrs >= LIST_MAX)
+	if (*l->n >= LIST_MAX)
 		return -E2BIG;
-	o->cidrs[o->ncidrs++] = c;
+	l->c[(*l->n)++] = c;
 	return 0;
 }
 
@@ -428,9 +435,20 @@ static int set_skip_out(struct opts *o, const char *v, const char **why)
 
 static int set_cidrs(struct opts *o, const char *v, const char **why)
 {
+	struct cidr_list l = { o->cidrs, &o->ncidrs };
+
 	*why = WHY_CIDRS;
 	o->ncidrs = 0;
-	return for_each_item(v, add_cidr, o);
+	return for_each_item(v, add_cidr, &l);
+}
+
+static int set_in_cidrs(struct opts *o, const char *v, const char **why)
+{
+	struct cidr_list l = { o->in_cidrs, &o->nin_cidrs };
+
+	*why = WHY_CIDRS;
+	o->nin_cidrs = 0;
+	return for_each_item(v, add_cidr, &l);
 }
 
 static int set_ipv6(struct opts *o, const char *v, const char **why)
@@ -497,6 +515,8 @@ static const struct opt opt_table[] = {
 	  "sidetap's group: its outbound traffic is not redirected" },
 	{ "skip-inbound-ports", "LIST", "", set_skip_in,
 	  "inbound ports not redirected, e.g. 22,9000:9100" },
+	{ "skip-inbound-cidrs", "LIST", "", set_in_cidrs,
+	  "inbound sources not redirected, e.g. 10.0.5.0/24 (probes, scrapers)" },
 	{ "skip-outbound-ports", "LIST", "", set_skip_out,
 	  "outbound ports not redirected, e.g. 25,3306" },
 	{ "skip-outbound-cidrs", "LIST", "", set_cidrs,
@@ -683,18 +703,35 @@ static void put_ports(FILE *f, const char *chain, const struct port_range *r)
 		fprintf(f, "-A %s -p tcp -m tcp --dport %u:%u -j RETURN\n", chain, r->lo, r->hi);
 }
 
+/* RETURN rules in <chain> for the <fam> entries of <c>, matched as <dir> (-s or -d). */
+static void put_cidrs(FILE *f, const char *chain, const char *dir, const struct cidr *c, unsigned n,
+		      const struct family *fam)
+{
+	char addr[INET6_ADDRSTRLEN];
+
+	for (unsigned i = 0; i < n; i++) {
+		if (c[i].family != fam->af)
+			continue;
+		/* A /0 matches everything; iptables-save prints it without -s or -d. */
+		if (c[i].prefix == 0)
+			fprintf(f, "-A %s -j RETURN\n", chain);
+		else
+			fprintf(f, "-A %s %s %s/%u -j RETURN\n", chain, dir,
+				inet_ntop(c[i].family, c[i].addr, addr, sizeof(addr)), c[i].prefix);
+	}
+}
+
 /*
  * The rules of our four chains for <fam>, one per line, spelled the way
  * iptables-save prints them (so a saved table can be compared line by line).
  */
 static void put_chain_rules(FILE *f, const struct opts *o, const struct family *fam)
 {
-	char addr[INET6_ADDRSTRLEN];
-
 	fprintf(f, "-A " CH_IN " -p tcp -m tcp --dport %u -j RETURN\n", o->admin_port);
 	for (unsigned i = 0; i < o->nskip_in; i++)
 		if (o->skip_in[i].lo != o->admin_port || o->skip_in[i].hi != o->admin_port)
 			put_ports(f, CH_IN, &o->skip_in[i]);
+	put_cidrs(f, CH_IN, "-s", o->in_cidrs, o->nin_cidrs, fam);
 	fprintf(f, "-A " CH_IN " -p tcp -j " CH_IN_REDIRECT "\n");
 	fprintf(f, "-A " CH_IN_REDIRECT " -p tcp -j REDIRECT --to-ports %u\n", o->inbound_port);
 
@@ -703,18 +740,7 @@ static void put_chain_rules(FILE *f, const struct opts *o, const struct family *
 	fprintf(f, "-A " CH_OUT " -d %s -o lo -j RETURN\n", fam->loopback);
 	for (unsigned i = 0; i < o->nskip_out; i++)
 		put_ports(f, CH_OUT, &o->skip_out[i]);
-	for (unsigned i = 0; i < o->ncidrs; i++) {
-		const struct cidr *c = &o->cidrs[i];
-
-		if (c->family != fam->af)
-			continue;
-		/* A /0 matches everything; iptables-save prints it without -d. */
-		if (c->prefix == 0)
-			fprintf(f, "-A " CH_OUT " -j RETURN\n");
-		else
-			fprintf(f, "-A " CH_OUT " -d %s/%u -j RETURN\n",
-				inet_ntop(c->family, c->addr, addr, sizeof(addr)), c->prefix);
-	}
+	put_cidrs(f, CH_OUT, "-d", o->cidrs, o->ncidrs, fam);
 	fprintf(f, "-A " CH_OUT " -p tcp -j " CH_OUT_REDIRECT "\n");
 	fprintf(f, "-A " CH_OUT_REDIRECT " -p tcp -j REDIRECT --to-ports %u\n", o->outbound_port);
 }
@@ -1244,9 +1270,10 @@ static int program_family(const struct opts *o, const struct family *fam, const 
 			logkv(LOG_INFO, "rules applied",
 			      "family=%s inbound_port=%u outbound_port=%u admin_port=%u "
 			      "proxy_uid=%u proxy_gid=%u skip_inbound_ports=%u "
-			      "skip_outbound_ports=%u skip_outbound_cidrs=%u",
+			      "skip_inbound_cidrs=%u skip_outbound_ports=%u skip_outbound_cidrs=%u",
 			      fam->name, o->inbound_port, o->outbound_port, o->admin_port,
-			      o->proxy_uid, o->proxy_gid, o->nskip_in, o->nskip_out, o->ncidrs);
+			      o->proxy_uid, o->proxy_gid, o->nskip_in, o->nin_cidrs, o->nskip_out,
+			      o->ncidrs);
 	}
 	free(input);
 	nat_state_fini(&st);

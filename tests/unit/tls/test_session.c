@@ -863,3 +863,65 @@ Test(tlx_session_interop, our_server_against_curl)
 	close(lfd);
 	fix_fini(&f);
 }
+
+/* A bare OpenSSL server context that issues TLS 1.3 tickets, with <dir>/srv.crt and .key. */
+static SSL_CTX *ticket_ctx(const char *dir)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	cr_assert_not_null(ctx);
+	cr_assert_eq(SSL_CTX_use_certificate_chain_file(ctx, tth_path(dir, "srv.crt")), 1);
+	cr_assert_eq(SSL_CTX_use_PrivateKey_file(ctx, tth_path(dir, "srv.key"), SSL_FILETYPE_PEM),
+		     1);
+	return ctx;
+}
+
+/* One client handshake with <name> against a server on <ctx>; reads the tickets after. */
+static bool resumes(struct fix *f, SSL_CTX *ctx, const char *name, bool alpn, int *hs)
+{
+	struct tth_end c, s;
+	const char *why = NULL;
+	char buf[16];
+	bool resumed;
+
+	client_end(&c, f->cli, name, alpn);
+	tth_raw_client(&s, ctx, NULL);
+	SSL_set_accept_state(s.ssl);
+	tth_pump(&c, &s);
+	*hs = c.hs;
+	/* The tickets come after the handshake: reading takes them in. */
+	if (c.hs == 1)
+		cr_expect_eq(tlx_session_read(c.s, buf, sizeof(buf), &why), 0);
+	resumed = tlx_session_resumed(c.s);
+	tth_end_free(&c);
+	tth_end_free(&s);
+	return resumed;
+}
+
+Test(tlx_session, upstream_sessions_resume_per_name_and_never_across_names)
+{
+	struct tth_cert srv = { .cn = "app.example", .dns = "app.example", .not_before = -60,
+				.not_after = 3600 };
+	SSL_CTX *ctx;
+	struct fix f;
+	int hs;
+
+	fix_init(&f);
+	tth_make_cert(f.dir, "srv", &srv, "ca");
+	ctx = ticket_ctx(f.dir);
+	cr_expect_not(resumes(&f, ctx, "app.example", true, &hs), "first handshake resumed");
+	cr_assert_eq(hs, 1);
+	cr_expect(resumes(&f, ctx, "app.example", true, &hs), "second handshake did not resume");
+	cr_assert_eq(hs, 1);
+	/* Another ALPN offer: another key. */
+	cr_expect_not(resumes(&f, ctx, "app.example", false, &hs));
+	cr_assert_eq(hs, 1);
+	/* Another name, same server: no session of app.example's, and its check still refuses. */
+	cr_expect_not(resumes(&f, ctx, "other.example", true, &hs));
+	cr_expect_eq(hs, -EPERM, "a name the certificate does not have got through");
+	/* app.example's session is still there for it. */
+	cr_expect(resumes(&f, ctx, "app.example", true, &hs));
+	cr_assert_eq(hs, 1);
+	SSL_CTX_free(ctx);
+	fix_fini(&f);
+}

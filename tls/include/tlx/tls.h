@@ -189,6 +189,13 @@ uint32_t tlx_session_version_mask(const struct tlx_session *s);
 bool tlx_session_cert_requested(const struct tlx_session *s);
 
 /*
+ * True when the handshake resumed an earlier session. Client sessions resume
+ * what an earlier handshake of the same client context with the same name
+ * (and ALPN offer) left: its verified certificate is not sent again.
+ */
+bool tlx_session_resumed(const struct tlx_session *s);
+
+/*
  * Writes the PEM of the certificate the session presents (<peer> false) or
  * the peer presented (<peer> true), NUL-terminated, into <buf>. Returns its
  * length, -ENOENT when there is none, -ENOSPC when <len> is too small.
