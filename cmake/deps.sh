@@ -6,9 +6,10 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config liburing-dev libssl-dev node-llhttp libmsgpack-dev
-	libcriterion-dev libjansson-dev libyaml-dev)
+	libcriterion-dev libcurl4-openssl-dev librdkafka-dev libzstd-dev zlib1g-dev libjansson-dev
+	libyaml-dev)
 test_pkgs=(curl iproute2 iptables util-linux procps python3 python3-msgpack openssl nginx-light
-	socat python3-jsonpatch python3-yaml)
+	socat zstd python3-jsonpatch python3-yaml)
 perf_pkgs=(nginx-light libnginx-mod-stream haproxy wrk nghttp2-client iperf3 procps)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 

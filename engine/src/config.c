@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "eng/config.h"
+#include "tap/sink.h"
 
 /* What a setter writes into <why> on failure: the accepted form, for the error line. */
 typedef int (*opt_set_cb)(struct eng_config *cfg, const char *val, const char **why);
@@ -290,21 +291,153 @@ static int set_uploader(struct eng_config *c, const char *v, const char **why)
 
 static int set_sink(struct eng_config *c, const char *v, const char **why)
 {
-	if (strncmp(v, "file:", 5) != 0 || v[5] == '\0' || strlen(v) >= sizeof(c->sink)) {
-		*why = "accepted: file:DIR (a directory for capture segment files)";
+	struct tap_sink sink;
+
+	if (strlen(v) >= sizeof(c->sink)) {
+		*why = "at most 511 bytes";
 		return -EINVAL;
 	}
+	if (tap_sink_parse(v, &sink, why) != 0)
+		return -EINVAL;
 	strcpy(c->sink, v);
+	return 0;
+}
+
+/* A string flag that fits <cap>; <what> says what is wanted when it does not. */
+static int set_string(char *dst, size_t cap, const char *v, const char *what, const char **why)
+{
+	if (v[0] == '\0' || strlen(v) >= cap) {
+		*why = what;
+		return -EINVAL;
+	}
+	strcpy(dst, v);
 	return 0;
 }
 
 static int set_path(char *dst, size_t cap, const char *v, const char **why)
 {
-	if (v[0] == '\0' || strlen(v) >= cap) {
-		*why = "a file path of at most 255 bytes";
+	return set_string(dst, cap, v, "a file path of at most 255 bytes", why);
+}
+
+static int set_spool_dir(struct eng_config *c, const char *v, const char **why)
+{
+	return set_string(c->spool_dir, sizeof(c->spool_dir), v,
+			  "a directory path of at most 255 bytes", why);
+}
+
+static int set_spool_limit(struct eng_config *c, const char *v, const char **why)
+{
+	if (parse_bytes(v, 0, 16ull << 40, &c->spool_limit) != 0 ||
+	    (c->spool_limit && c->spool_limit < (64u << 10))) {
+		*why = "accepted: 0 (no spool), or bytes from 64K to 16T (K, M, G suffixes allowed)";
 		return -EINVAL;
 	}
-	strcpy(dst, v);
+	return 0;
+}
+
+static int set_spool_full(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "stop") != 0 && strcmp(v, "drop-oldest") != 0) {
+		*why = "accepted: stop, drop-oldest";
+		return -EINVAL;
+	}
+	strcpy(c->spool_full, v);
+	return 0;
+}
+
+static int set_batch_frames(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->batch_frames, v, 1, 1000000, "accepted: frames from 1 to 1000000", why);
+}
+
+static int set_batch_bytes(struct eng_config *c, const char *v, const char **why)
+{
+	if (parse_bytes(v, 1024, 256ull << 20, &c->batch_bytes) != 0) {
+		*why = "accepted: bytes from 1K to 256M (K, M suffixes allowed)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_batch_ms(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->batch_ms, v, 1, 3600000, "accepted: milliseconds from 1 to 3600000",
+			why);
+}
+
+static int set_sink_timeout(struct eng_config *c, const char *v, const char **why)
+{
+	return set_uint(&c->sink_timeout_ms, v, 100, 3600000,
+			"accepted: milliseconds from 100 to 3600000", why);
+}
+
+static int set_sink_compression(struct eng_config *c, const char *v, const char **why)
+{
+	static const char *const names[] = { "none", "gzip", "zstd", "lz4", "snappy" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(v, names[i]) == 0) {
+			strcpy(c->sink_compression, v);
+			return 0;
+		}
+	}
+	*why = "accepted: none, gzip, zstd (collector or kafka), lz4, snappy (kafka)";
+	return -EINVAL;
+}
+
+static int set_token_file(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->token_file, sizeof(c->token_file), v, why);
+}
+
+static int set_sink_ca(struct eng_config *c, const char *v, const char **why)
+{
+	return set_path(c->sink_ca, sizeof(c->sink_ca), v, why);
+}
+
+/* Repeatable: each one is kept, in order (a flag's comes after the environment's, and wins). */
+static int set_kafka_prop(struct eng_config *c, const char *v, const char **why)
+{
+	char buf[ENG_KAFKA_PROPS_MAX * 256];
+	char *save, *tok;
+	unsigned n = 0;
+
+	/* The environment's form holds several, separated by ';'. */
+	if (strlen(v) >= sizeof(buf)) {
+		*why = "too long";
+		return -EINVAL;
+	}
+	strcpy(buf, v);
+	for (tok = strtok_r(buf, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+		const char *eq = strchr(tok, '=');
+
+		if (!eq || eq == tok || strlen(tok) >= sizeof(c->kafka_props[0])) {
+			*why = "KEY=VALUE, a librdkafka property such as security.protocol=ssl (at most 255 bytes)";
+			return -EINVAL;
+		}
+		if (c->nkafka_props == ENG_KAFKA_PROPS_MAX) {
+			*why = "at most 32 properties";
+			return -EINVAL;
+		}
+		strcpy(c->kafka_props[c->nkafka_props++], tok);
+		n++;
+	}
+	if (n == 0) {
+		*why = "KEY=VALUE, a librdkafka property such as security.protocol=ssl";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_uploader_admin(struct eng_config *c, const char *v, const char **why)
+{
+	if (strcmp(v, "off") == 0) {
+		c->uploader_admin_enabled = false;
+		return 0;
+	}
+	if (eng_addr_parse(v, false, true, &c->uploader_admin, why) != 0)
+		return -EINVAL;
+	c->uploader_admin_enabled = true;
 	return 0;
 }
 
@@ -433,7 +566,30 @@ static const struct opt opts[] = {
 	{ "uploader", "on|off", "on", set_uploader,
 	  "start sidetap-uploader and restart it if it dies (off: run it yourself)" },
 	{ "sink", "URL", "file:./sidetap-capture", set_sink,
-	  "where the uploader writes frames: file:DIR" },
+	  "where the uploader ships frames: file:DIR, http(s)://HOST:PORT/PATH, kafka://BROKERS/TOPIC" },
+	{ "spool-dir", "DIR", "./sidetap-spool", set_spool_dir,
+	  "remote sinks: where batches wait while the sink is down or slow (rejected ones in DIR/rejected)" },
+	{ "spool-limit", "BYTES", "1G", set_spool_limit,
+	  "bytes the spool may hold (0: no spool); see --spool-full for when it is full" },
+	{ "spool-full", "stop|drop-oldest", "stop", set_spool_full,
+	  "full spool: stop draining (the ring drops the newest) or delete the oldest batches" },
+	{ "batch-frames", "N", "1000", set_batch_frames,
+	  "remote sinks: frames per batch (collector request, Kafka batch, spool file) at most" },
+	{ "batch-bytes", "BYTES", "1M", set_batch_bytes, "remote sinks: bytes per batch at most" },
+	{ "batch-ms", "MS", "1000", set_batch_ms,
+	  "remote sinks: a batch ships when its oldest frame is this old" },
+	{ "sink-timeout", "MS", "30000", set_sink_timeout,
+	  "remote sinks: an attempt is given up (and retried) after this long" },
+	{ "sink-compression", "none|gzip|zstd|lz4|snappy", "none", set_sink_compression,
+	  "remote sinks: body or message compression (lz4, snappy: kafka only)" },
+	{ "token-file", "FILE", NULL, set_token_file,
+	  "http(s) sink: bearer token sent as Authorization, re-read when the file changes" },
+	{ "sink-ca", "FILE", NULL, set_sink_ca,
+	  "https sink: CA certificates (PEM) to verify the collector with, instead of the system's" },
+	{ "kafka-prop", "KEY=VALUE", NULL, set_kafka_prop,
+	  "kafka sink: a librdkafka property (SASL, TLS...); repeatable; env: several, ';'-separated" },
+	{ "uploader-admin-addr", "ADDR|off", "off", set_uploader_admin,
+	  "the uploader's own /metrics endpoint (frames shipped, retries, spool, oldest age)" },
 	{ "tls-out", "passthrough|unwrap", "passthrough", set_tls_out,
 	  "outbound TLS: forward untouched (SNI recorded), or terminate with a minted leaf and capture" },
 	{ "tls-ca-cert", "FILE", NULL, set_tls_ca_cert,
@@ -591,6 +747,33 @@ static int apply_goproxy_env(struct eng_config *cfg, char *const envp[], char *e
 	return 0;
 }
 
+/* Flags that only some sinks use are refused with the others, so a mistake does not go unseen. */
+static int validate_sink(const struct eng_config *cfg, char *err, size_t errlen)
+{
+	const struct tap_sink_flags flags = {
+		.token_file = cfg->token_file[0] != '\0',
+		.sink_ca = cfg->sink_ca[0] != '\0',
+		.kafka_props = cfg->nkafka_props > 0,
+		.compression = cfg->sink_compression,
+	};
+	struct tap_sink sink;
+	const char *why;
+	char msg[256];
+
+	/* set_sink() took it, so it parses. */
+	tap_sink_parse(cfg->sink, &sink, &why);
+	if (tap_sink_check_flags(&sink, &flags, msg, sizeof(msg)) != 0)
+		return fail(err, errlen, "%s (the sink is %s)", msg, cfg->sink);
+	/* Read by the uploader, but a typo is better refused here than in a restart loop. */
+	if (cfg->token_file[0] && access(cfg->token_file, R_OK) == -1)
+		return fail(err, errlen, "--token-file: cannot read '%s': %s", cfg->token_file,
+			    strerror(errno));
+	if (cfg->sink_ca[0] && access(cfg->sink_ca, R_OK) == -1)
+		return fail(err, errlen, "--sink-ca: cannot read '%s': %s", cfg->sink_ca,
+			    strerror(errno));
+	return 0;
+}
+
 static int validate(struct eng_config *cfg, char *err, size_t errlen)
 {
 	for (int k = 0; k < ENG_LISTENER_KINDS; k++) {
@@ -618,7 +801,7 @@ static int validate(struct eng_config *cfg, char *err, size_t errlen)
 	if (!cfg->tls_in_cert[0] != !cfg->tls_in_key[0])
 		return fail(err, errlen,
 			    "--tls-in-cert and --tls-in-key go together: set both or neither");
-	return 0;
+	return validate_sink(cfg, err, errlen);
 }
 
 int eng_config_parse(struct eng_config *cfg, int argc, char *const argv[], char *const envp[],

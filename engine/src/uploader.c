@@ -35,18 +35,55 @@ static void uploader_path(char *buf, size_t len)
 	snprintf(buf, len, "sidetap-uploader");
 }
 
+/* Room for the uploader's arguments (built before fork): the fixed flags, then one per --kafka-prop. */
+#define UPL_ARGS_MAX (20 + ENG_KAFKA_PROPS_MAX)
+#define UPL_ARG_LEN PATH_MAX
+
+/* Builds the uploader's argv from the configuration into <buf>; <argv> ends with NULL. */
+static void build_args(const struct eng_config *cfg, const char *path, bool once,
+		       char (*buf)[UPL_ARG_LEN], char **argv)
+{
+	char addr[ENG_ADDR_STRLEN];
+	unsigned n = 0;
+
+#define ARG(...) (snprintf(buf[n], UPL_ARG_LEN, __VA_ARGS__), argv[n] = buf[n], n++)
+	ARG("%s", path);
+	ARG("--ring=%s", cfg->ring_path);
+	ARG("--sink=%s", cfg->sink);
+	ARG("--log-level=%s", eng_log_level_name(cfg->log_level));
+	ARG("--spool-dir=%s", cfg->spool_dir);
+	ARG("--spool-limit=%llu", (unsigned long long)cfg->spool_limit);
+	ARG("--spool-full=%s", cfg->spool_full);
+	ARG("--batch-frames=%u", cfg->batch_frames);
+	ARG("--batch-bytes=%llu", (unsigned long long)cfg->batch_bytes);
+	ARG("--batch-ms=%u", cfg->batch_ms);
+	ARG("--sink-timeout=%u", cfg->sink_timeout_ms);
+	ARG("--sink-compression=%s", cfg->sink_compression);
+	if (cfg->token_file[0])
+		ARG("--token-file=%s", cfg->token_file);
+	if (cfg->sink_ca[0])
+		ARG("--sink-ca=%s", cfg->sink_ca);
+	for (unsigned i = 0; i < cfg->nkafka_props; i++)
+		ARG("--kafka-prop=%s", cfg->kafka_props[i]);
+	ARG("--admin-addr=%s", cfg->uploader_admin_enabled ?
+				       eng_addr_format(&cfg->uploader_admin, addr, sizeof(addr)) :
+				       "off");
+	if (once)
+		ARG("--once");
+#undef ARG
+	argv[n] = NULL;
+}
+
 /* Starts the uploader; with <once>, it drains the ring and exits by itself. */
 static int spawn(struct eng_engine *e, bool once)
 {
 	const struct eng_config *cfg = e->cfg;
-	char path[PATH_MAX], ring[300], sink[600], level[32];
-	char *argv[] = { path, ring, sink, level, once ? "--once" : NULL, NULL };
+	static char args[UPL_ARGS_MAX][UPL_ARG_LEN];
+	char path[PATH_MAX], *argv[UPL_ARGS_MAX + 1];
 	pid_t parent = getpid(), pid;
 
 	uploader_path(path, sizeof(path));
-	snprintf(ring, sizeof(ring), "--ring=%s", cfg->ring_path);
-	snprintf(sink, sizeof(sink), "--sink=%s", cfg->sink);
-	snprintf(level, sizeof(level), "--log-level=%s", eng_log_level_name(cfg->log_level));
+	build_args(cfg, path, once, args, argv);
 	pid = fork();
 	if (pid == -1)
 		return -errno;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tap/frame.h"
+#include "tap/ring.h"
 #include "th.h"
 
 extern char **environ;
@@ -456,4 +458,38 @@ uint64_t th_sum(uint64_t sum, const void *buf, size_t len)
 	for (size_t i = 0; i < len / 8; i++)
 		sum = (sum ^ w[i]) * 0x100000001b3ULL;
 	return sum;
+}
+
+int th_ring_put_tcp(struct tap_ring *r, unsigned idx, uint64_t seq, uint64_t ts_ns,
+		    const void *data, size_t len)
+{
+	struct tap_frame f;
+	size_t max;
+	ssize_t n;
+	void *p;
+
+	memset(&f, 0, sizeof(f));
+	f.type = TAP_FRAME_TCP;
+	f.gen = tap_ring_generation(r);
+	f.worker = idx;
+	f.seq = seq;
+	f.conn_id = 7;
+	f.ts_ns = ts_ns;
+	f.client = (struct tap_str){ "10.0.0.1:1000", 13 };
+	f.dst = (struct tap_str){ "10.0.0.2:80", 11 };
+	f.upstream = f.dst;
+	f.tcp.dir = TAP_C2U;
+	f.tcp.data = (struct tap_str){ data, (uint32_t)len };
+	max = tap_frame_encoded_max(&f);
+	p = tap_ring_reserve(r, idx, max);
+	if (!p)
+		return -ENOBUFS;
+	n = tap_frame_encode(&f, p, max);
+	if (n <= 0) {
+		/* Abandons the reservation: nothing is published, no drop counted. */
+		tap_ring_commit(r, idx, 0);
+		return -EINVAL;
+	}
+	tap_ring_commit(r, idx, (size_t)n);
+	return 0;
 }

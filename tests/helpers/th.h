@@ -116,4 +116,14 @@ void th_pattern(uint64_t seed, uint64_t off, void *buf, size_t len);
 /* FNV-1a-style 64-bit running checksum over 8-byte words (len a multiple of 8). */
 uint64_t th_sum(uint64_t sum, const void *buf, size_t len);
 
+struct tap_ring;
+
+/*
+ * Writes a tcp frame into ring <idx> of <r> as that worker's producer would:
+ * seq <seq>, timestamp <ts_ns>, client to server, <len> bytes of <data>.
+ * Returns 0, -ENOBUFS when the ring is full, or -EINVAL when it does not encode.
+ */
+int th_ring_put_tcp(struct tap_ring *r, unsigned idx, uint64_t seq, uint64_t ts_ns,
+		    const void *data, size_t len);
+
 #endif

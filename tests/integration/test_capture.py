@@ -18,7 +18,6 @@ import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -27,6 +26,9 @@ try:
     import msgpack
 except ImportError:  # the test says why it skips
     msgpack = None
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 BINDIR = None
 
@@ -154,56 +156,15 @@ MSG = {"version": str, "headers": list, "body": bytes, "body_size": int, "body_t
        "chunked": bool}
 
 
-class Sidetap:
+class Sidetap(harness.Sidetap):
     """sidetap with capture on, its uploader, a ring and a sink in a scratch directory."""
 
     def __init__(self, test, upstream_port, *extra):
-        self.dir = tempfile.mkdtemp(prefix="sidetap-cap-")
+        super().__init__(test, "sidetap-cap-")
         self.sink = os.path.join(self.dir, "capture")
-        self.log = open(os.path.join(self.dir, "sidetap.log"), "w+")
-        args = [os.path.join(BINDIR, "sidetap"), "--inbound-addr=127.0.0.1:0",
-                "--outbound-addr=off", "--admin-addr=127.0.0.1:0", "--workers=2",
-                "--inbound-mode=reverse", "--inbound-upstream=127.0.0.1:%d" % upstream_port,
-                "--ring=" + os.path.join(self.dir, "ring"), "--sink=file:" + self.sink,
-                "--log-level=info"] + list(extra)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        self.test = test
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            text = self.text()
-            if 'msg="started"' in text:
-                break
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        text = self.text()
-        test.assertIn('msg="started"', text, "sidetap did not start:\n" + text)
-        self.port = self.addr(text, "listener=inbound addr=")
-        self.admin = self.addr(text, 'msg="admin endpoint" addr=')
-
-    @staticmethod
-    def addr(text, key):
-        at = text.index(key) + len(key)
-        return int(text[at:].split()[0].rsplit(":", 1)[1])
-
-    def text(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
-
-    def metric(self, series):
-        with socket.create_connection(("127.0.0.1", self.admin)) as s:
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        for line in data.decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return None
+        self.start(BINDIR, upstream_port,
+                   ["--ring=" + os.path.join(self.dir, "ring"), "--sink=file:" + self.sink,
+                    "--log-level=info"] + list(extra))
 
     def uploader_pid(self):
         with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
@@ -212,17 +173,8 @@ class Sidetap:
 
     def stop(self):
         """SIGTERM: drain, flush capture through the uploader, exit 0. Returns the frames."""
-        self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout=30)
-        self.test.assertEqual(status, 0, "sidetap did not exit 0:\n" + self.text())
+        super().stop(timeout=30)
         return read_frames(self.sink)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def curl(*args):

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,29 +36,7 @@ TestSuite(uploader, .init = setup, .timeout = 30);
 /* Writes a tcp frame with seq <seq> and <data> into ring <idx>. */
 static void produce(struct tap_ring *r, unsigned idx, uint64_t seq, const char *data)
 {
-	struct tap_frame f;
-	size_t max;
-	ssize_t n;
-	void *p;
-
-	memset(&f, 0, sizeof(f));
-	f.type = TAP_FRAME_TCP;
-	f.gen = tap_ring_generation(r);
-	f.worker = idx;
-	f.seq = seq;
-	f.conn_id = 7;
-	f.ts_ns = 1;
-	f.client = (struct tap_str){ "10.0.0.1:1000", 13 };
-	f.dst = (struct tap_str){ "10.0.0.2:80", 11 };
-	f.upstream = f.dst;
-	f.tcp.dir = TAP_C2U;
-	f.tcp.data = (struct tap_str){ data, (uint32_t)strlen(data) };
-	max = tap_frame_encoded_max(&f);
-	p = tap_ring_reserve(r, idx, max);
-	cr_assert_not_null(p);
-	n = tap_frame_encode(&f, p, max);
-	cr_assert_gt(n, 0);
-	tap_ring_commit(r, idx, (size_t)n);
+	cr_assert_eq(th_ring_put_tcp(r, idx, seq, 1, data, strlen(data)), 0);
 }
 
 /* Writes <len> bytes that are not a frame as a record of ring <idx>. */
@@ -281,4 +260,93 @@ Test(uploader, unusable_sink_or_ring_exits_1_saying_why)
 			     &log),
 		0, "%s", log);
 	free(log);
+}
+
+Test(uploader, remote_sink_flags_are_checked_and_refused_with_exit_2)
+{
+	static const struct {
+		const char *args[4];
+		const char *want;
+	} cases[] = {
+		{ { "--sink=http://", NULL }, "needs a host" },
+		{ { "--sink=kafka://b:9092/", NULL }, "kafka://BROKER[,BROKER...]/TOPIC" },
+		{ { "--sink=http://c:1/f", "--spool-limit=1K", NULL },
+		  "--spool-limit: invalid value '1K'" },
+		{ { "--sink=http://c:1/f", "--spool-full=drop", NULL },
+		  "--spool-full: invalid value 'drop': accepted: stop, drop-oldest" },
+		{ { "--sink=http://c:1/f", "--batch-frames=0", NULL },
+		  "--batch-frames: invalid value '0'" },
+		{ { "--sink=http://c:1/f", "--batch-bytes=1T", NULL }, "--batch-bytes" },
+		{ { "--sink=http://c:1/f", "--sink-timeout=5", NULL }, "100 to 3600000" },
+		{ { "--sink=http://c:1/f", "--sink-compression=lz4", NULL },
+		  "--sink-compression lz4 is for kafka:// sinks" },
+		{ { "--sink=http://c:1/f", "--sink-compression=br", NULL }, "none, gzip, zstd" },
+		{ { "--sink=http://c:1/f", "--sink-ca=/x.pem", NULL },
+		  "--sink-ca is only used with an https" },
+		{ { "--sink=file:/tmp/x", "--token-file=/t", NULL },
+		  "--token-file is only used with an http" },
+		{ { "--sink=file:/tmp/x", "--sink-compression=gzip", NULL },
+		  "--sink-compression is only used" },
+		{ { "--sink=file:/tmp/x", "--admin-addr=localhost:4192", NULL },
+		  "--admin-addr: invalid value" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *argv[8] = { "--ring", ring_path };
+		unsigned n = 2;
+		char *log;
+
+		for (unsigned k = 0; cases[i].args[k]; k++)
+			argv[n++] = cases[i].args[k];
+		argv[n] = NULL;
+		cr_assert_eq(run_uploader(argv, &log), 2, "case %zu: %s", i, log);
+		cr_assert(strstr(log, cases[i].want), "case %zu: wanted \"%s\" in: %s", i,
+			  cases[i].want, log);
+		free(log);
+	}
+}
+
+Test(uploader, remote_sink_start_problems_exit_1_saying_why)
+{
+	char spool[400], spool_arg2[420], token[400], token_arg[420], admin_arg[64], *log;
+	struct th_proc first;
+	uint16_t port;
+	int lfd;
+	char *argv[] = { UPLOADER_BIN, "--ring", ring_path, "--sink=http://127.0.0.1:1/f",
+			 spool_arg2,   NULL };
+
+	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	snprintf(spool_arg2, sizeof(spool_arg2), "--spool-dir=%s", spool);
+	snprintf(token, sizeof(token), "%s/missing-token", dir);
+	snprintf(token_arg, sizeof(token_arg), "--token-file=%s", token);
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", ring_path,
+							 "--sink=http://127.0.0.1:1/f", spool_arg2,
+							 token_arg, "--once", NULL },
+				  &log),
+		     1, "%s", log);
+	cr_assert(strstr(log, "cannot read the token file"), "%s", log);
+	free(log);
+	/* An admin port someone else holds. */
+	lfd = th_listen(&port, 1);
+	cr_assert_geq(lfd, 0);
+	snprintf(admin_arg, sizeof(admin_arg), "--admin-addr=127.0.0.1:%u", port);
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", ring_path,
+							 "--sink=http://127.0.0.1:1/f", spool_arg2,
+							 admin_arg, "--once", NULL },
+				  &log),
+		     1, "%s", log);
+	cr_assert(strstr(log, "cannot open the admin endpoint"), "%s", log);
+	free(log);
+	close(lfd);
+	/* Two uploaders on one spool would ship and delete each other's files. */
+	cr_assert_eq(th_spawn(&first, argv, NULL), 0);
+	cr_assert(th_proc_log_wait(&first, "spool opened", 5000));
+	cr_assert_eq(run_uploader((const char *const[]){ "--ring", ring_path,
+							 "--sink=http://127.0.0.1:1/f", spool_arg2,
+							 "--once", NULL },
+				  &log),
+		     1, "%s", log);
+	cr_assert(strstr(log, "the spool directory is in use by another uploader"), "%s", log);
+	free(log);
+	cr_assert_eq(th_proc_stop(&first, SIGTERM, 5000), 0);
 }

@@ -1,23 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sidetap-uploader: drains the shared-memory ring that sidetap fills and
- * writes the frames to a sink. The ring's read position moves only once the
- * frames are durable at the sink: at-least-once delivery, with stable frame
- * ids for de-duplication.
- *
- * Sink file:DIR: segment files of concatenated frames, written as
- * NAME.partial, fdatasync'd, renamed to NAME.msgpack, and the directory
- * fsync'd. A segment is closed when it reaches --segment-bytes, when its
- * oldest frame is --segment-ms old, or when the rings are drained and quiet.
+ * ships the frames to a sink. The ring's read position moves only once the
+ * frames are durable: written to a segment file (file:), acknowledged by the
+ * collector or Kafka, or written to the spool. At-least-once delivery, with
+ * stable frame ids for de-duplication. This file: flags, logging, the ring,
+ * waiting, and main().
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,61 +20,19 @@
 
 #include "tap/frame.h"
 #include "tap/ring.h"
+#include "tap/sink.h"
+#include "upl.h"
 
-/*
- * Between drains the uploader sleeps 5 ms, backing off to 50 ms when idle: a
- * few hundred frames per wake-up under load, and an idle sidecar stays cheap.
- */
-#define IDLE_SLEEP_MIN_US 5000
-#define IDLE_SLEEP_MAX_US 50000
-/* Frames read per ring before looking at the next one: fairness between workers. */
-#define BATCH_FRAMES 1024
-
-struct opts {
-	const char *ring;
-	const char *sink;
-	const char *dir;
-	uint64_t segment_bytes;
-	unsigned segment_ms;
-	int verbose; /* 0 error, 1 warn, 2 info, 3 debug */
-	bool once; /* drain what is there, then exit */
-};
-
-/* Frames are gathered here and written in large pieces: one write(2) per frame was most of our CPU. */
-#define WBUF_SIZE (256u << 10)
-
-struct segment {
-	int fd;
-	char *wbuf;
-	size_t wlen;
-	char partial[PATH_MAX];
-	char final[PATH_MAX];
-	uint64_t bytes;
-	uint64_t frames;
-	uint64_t first_ms; /* when its first frame was written */
-};
-
-struct uploader {
-	struct opts o;
-	struct tap_ring *ring;
-	ino_t ino;
-	uint64_t *pos; /* per ring: how far we have read */
-	uint64_t *unacked; /* per ring: frames read since the last release */
-	struct segment seg;
-	uint64_t seq; /* segments written by this process */
-	uint64_t frames_total, corrupt_total, invalid_total;
-	int dirfd;
-};
-
-static volatile sig_atomic_t stop_requested;
+volatile sig_atomic_t upl_stop_requested;
 
 static void on_signal(int sig)
 {
 	(void)sig;
-	stop_requested = 1;
+	if (upl_stop_requested < 2)
+		upl_stop_requested++;
 }
 
-static uint64_t now_ms(void)
+uint64_t upl_now_ms(void)
 {
 	struct timespec ts;
 
@@ -89,16 +40,20 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int verbose_level = 2;
+uint64_t upl_unix_ms(void)
+{
+	struct timespec ts;
 
-static void logf_(int level, const char *msg, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
-/* One key=value line on stderr, in sidetap's format. */
-static void logf_(int level, const char *msg, const char *fmt, ...)
+static int verbose_level = UPL_LOG_INFO;
+
+void upl_log(int level, const char *msg, const char *fmt, ...)
 {
 	static const char *const names[] = { "error", "warn", "info", "debug" };
-	char line[1024];
+	char line[2048];
 	struct timespec ts;
 	struct tm tm;
 	size_t n;
@@ -124,210 +79,17 @@ static void logf_(int level, const char *msg, const char *fmt, ...)
 	}
 }
 
-#define LOG_ERR 0
-#define LOG_WARN 1
-#define LOG_INFO 2
-#define LOG_DEBUG 3
-
-static void usage(FILE *out)
+void upl_set_error(struct upl *u, const char *fmt, ...)
 {
-	fprintf(out,
-		"usage: sidetap-uploader --ring PATH --sink file:DIR [FLAG VALUE]...\n"
-		"\n"
-		"Drains the shared-memory ring sidetap writes capture frames into and ships them\n"
-		"to the sink. The ring's read position moves only after the sink has the frames\n"
-		"(file written, fdatasync'd, renamed, directory fsync'd): a restarted uploader\n"
-		"resumes there, so every frame arrives at least once; duplicates after a crash\n"
-		"carry the same frame id. sidetap starts and supervises the uploader unless it\n"
-		"runs with --uploader off.\n"
-		"\n"
-		"  --ring PATH           the ring file (sidetap --ring); env SIDETAP_RING\n"
-		"  --sink URL            file:DIR, segment files DIR/sidetap-*.msgpack; env SIDETAP_SINK\n"
-		"  --segment-bytes N     close a segment at this size (default 16M; K, M suffixes)\n"
-		"  --segment-ms MS       close a segment when its oldest frame is this old (default 1000)\n"
-		"  --once                drain what the ring holds now, then exit\n"
-		"  --log-level LEVEL     error, warn, info, debug (default info); env SIDETAP_LOG_LEVEL\n"
-		"  --help                this text\n"
-		"\n"
-		"SIGTERM or SIGINT: ship what the ring holds (until it is drained), then exit 0.\n"
-		"Segments are readable with sidetapctl dump DIR.\n");
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(u->m.last_error, sizeof(u->m.last_error), fmt, ap);
+	va_end(ap);
+	u->m.last_error_unix_ms = upl_unix_ms();
 }
 
-static int parse_size(const char *v, uint64_t *out)
-{
-	char *end;
-	unsigned long long n;
-
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno || end == v || v[0] == '-')
-		return -EINVAL;
-	if (*end == 'K' || *end == 'k')
-		n <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		n <<= 20, end++;
-	if (*end != '\0' || n < 4096 || n > (1ull << 32))
-		return -EINVAL;
-	*out = n;
-	return 0;
-}
-
-static int parse_args(int argc, char **argv, struct opts *o)
-{
-	const char *level = getenv("SIDETAP_LOG_LEVEL");
-
-	memset(o, 0, sizeof(*o));
-	o->ring = getenv("SIDETAP_RING");
-	o->sink = getenv("SIDETAP_SINK");
-	o->segment_bytes = 16u << 20;
-	o->segment_ms = 1000;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		const char *eq = strchr(a, '=');
-		char flag[32];
-		size_t n = eq ? (size_t)(eq - a) : strlen(a);
-
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage(stdout);
-			exit(0);
-		}
-		if (strcmp(a, "--once") == 0) {
-			o->once = true;
-			continue;
-		}
-		if (strncmp(a, "--", 2) != 0 || n >= sizeof(flag)) {
-			fprintf(stderr, "sidetap-uploader: unexpected argument '%s' (see --help)\n",
-				a);
-			return -EINVAL;
-		}
-		memcpy(flag, a, n);
-		flag[n] = '\0';
-		if (strcmp(flag, "--ring") && strcmp(flag, "--sink") &&
-		    strcmp(flag, "--segment-bytes") && strcmp(flag, "--segment-ms") &&
-		    strcmp(flag, "--log-level")) {
-			fprintf(stderr, "sidetap-uploader: unknown flag '%s' (see --help)\n", flag);
-			return -EINVAL;
-		}
-		if (eq)
-			v = eq + 1;
-		else if (i + 1 < argc)
-			v = argv[++i];
-		if (!v) {
-			fprintf(stderr, "sidetap-uploader: %s needs a value (see --help)\n", flag);
-			return -EINVAL;
-		}
-		if (strcmp(flag, "--ring") == 0) {
-			o->ring = v;
-		} else if (strcmp(flag, "--sink") == 0) {
-			o->sink = v;
-		} else if (strcmp(flag, "--segment-bytes") == 0) {
-			if (parse_size(v, &o->segment_bytes)) {
-				fprintf(stderr,
-					"sidetap-uploader: --segment-bytes: invalid value '%s': bytes from 4K to 4G (K, M suffixes allowed)\n",
-					v);
-				return -EINVAL;
-			}
-		} else if (strcmp(flag, "--segment-ms") == 0) {
-			char *end;
-			unsigned long ms = strtoul(v, &end, 10);
-
-			if (*end || end == v || v[0] == '-' || ms < 1 || ms > 3600000) {
-				fprintf(stderr,
-					"sidetap-uploader: --segment-ms: invalid value '%s': milliseconds from 1 to 3600000\n",
-					v);
-				return -EINVAL;
-			}
-			o->segment_ms = (unsigned)ms;
-		} else {
-			level = v;
-		}
-	}
-	if (level) {
-		static const char *const names[] = { "error", "warn", "info", "debug" };
-		int found = -1;
-
-		for (int l = 0; l < 4; l++)
-			if (strcmp(level, names[l]) == 0)
-				found = l;
-		if (found < 0) {
-			fprintf(stderr,
-				"sidetap-uploader: --log-level: invalid value '%s': accepted: error, warn, info, debug\n",
-				level);
-			return -EINVAL;
-		}
-		o->verbose = found;
-	} else {
-		o->verbose = LOG_INFO;
-	}
-	if (!o->ring || !o->sink) {
-		fprintf(stderr,
-			"sidetap-uploader: --ring PATH and --sink URL are both needed (see --help)\n");
-		return -EINVAL;
-	}
-	if (strncmp(o->sink, "file:", 5) != 0 || o->sink[5] == '\0') {
-		fprintf(stderr,
-			"sidetap-uploader: --sink: invalid value '%s': accepted: file:DIR\n",
-			o->sink);
-		return -EINVAL;
-	}
-	o->dir = o->sink + 5;
-	return 0;
-}
-
-/* Removes NAME.partial files left by uploaders that no longer run (their frames are re-read). */
-static void remove_stale_partials(struct uploader *u)
-{
-	DIR *d = fdopendir(dup(u->dirfd));
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char name[NAME_MAX + 1], *dot;
-		size_t n = strlen(de->d_name);
-		int pid = 0;
-
-		if (n < 8 || n > NAME_MAX || strcmp(de->d_name + n - 8, ".partial") != 0 ||
-		    strncmp(de->d_name, "sidetap-", 8) != 0)
-			continue;
-		/* sidetap-<gen>-<ms>-<seq>.<pid>.partial: keep those of a live uploader. */
-		memcpy(name, de->d_name, n - 8);
-		name[n - 8] = '\0';
-		dot = strrchr(name, '.');
-		if (dot)
-			pid = atoi(dot + 1);
-		if (pid > 0 && pid != getpid() && kill(pid, 0) == 0)
-			continue;
-		if (unlinkat(u->dirfd, de->d_name, 0) == 0)
-			logf_(LOG_INFO, "removed an unfinished segment", "file=%s", de->d_name);
-	}
-	closedir(d);
-}
-
-static int segment_open(struct uploader *u)
-{
-	struct segment *s = &u->seg;
-	struct timespec ts;
-	char name[160];
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(name, sizeof(name), "sidetap-%016lx-%lu-%06lu",
-		 (unsigned long)tap_ring_generation(u->ring),
-		 (unsigned long)ts.tv_sec * 1000 + (unsigned long)ts.tv_nsec / 1000000,
-		 (unsigned long)++u->seq);
-	snprintf(s->final, sizeof(s->final), "%s.msgpack", name);
-	snprintf(s->partial, sizeof(s->partial), "%s.%d.partial", name, (int)getpid());
-	s->fd = openat(u->dirfd, s->partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (s->fd == -1)
-		return -errno;
-	s->bytes = 0;
-	s->frames = 0;
-	s->wlen = 0;
-	s->first_ms = now_ms();
-	return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
+int upl_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -345,80 +107,434 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/*
- * Makes the open segment durable (data, name, directory entry), then lets
- * the producer reuse what it held. Returns 0 or a negative errno; on error
- * nothing is released and the frames are read again.
- */
-static int segment_flush(struct segment *s)
+static void usage(FILE *out)
 {
-	int ret = s->wlen ? write_all(s->fd, s->wbuf, s->wlen) : 0;
-
-	s->wlen = 0;
-	return ret;
+	fprintf(out,
+		"usage: sidetap-uploader --ring PATH --sink URL [FLAG VALUE]...\n"
+		"\n"
+		"Drains the shared-memory ring sidetap writes capture frames into and ships them\n"
+		"to the sink. The ring's read position moves only once the frames are durable: a\n"
+		"segment file written and fsync'd (file:), a batch acknowledged by the collector\n"
+		"(2xx) or by Kafka (delivery report), or a batch written to the spool when the sink\n"
+		"is down or slow. A restarted uploader resumes there, so every frame arrives at\n"
+		"least once; duplicates after a crash carry the same frame id. sidetap starts and\n"
+		"supervises the uploader unless it runs with --uploader off.\n"
+		"\n"
+		"  --ring PATH             the ring file (sidetap --ring); env SIDETAP_RING\n"
+		"  --sink URL              where frames go; env SIDETAP_SINK:\n"
+		"                            file:DIR                 segment files DIR/sidetap-*.msgpack\n"
+		"                            http://HOST:PORT/PATH    POST batches to a collector\n"
+		"                            https://HOST:PORT/PATH   the same over verified TLS\n"
+		"                            kafka://BROKER[,BROKER...]/TOPIC  one message per frame\n"
+		"  --segment-bytes N       file: close a segment at this size (default 16M; K, M suffixes)\n"
+		"  --segment-ms MS         file: close a segment when its oldest frame is this old (default 1000)\n"
+		"  --batch-frames N        remote sinks: frames per batch at most (default 1000)\n"
+		"  --batch-bytes N         remote sinks: bytes per batch at most (default 1M; at most an\n"
+		"                          eighth of --spool-limit)\n"
+		"  --batch-ms MS           remote sinks: ship a batch when its oldest frame is this old\n"
+		"                          (default 1000)\n"
+		"  --spool-dir DIR         remote sinks: where batches wait while the sink is down or slow\n"
+		"                          (default ./sidetap-spool; rejected batches go to DIR/rejected)\n"
+		"  --spool-limit N         bytes the spool may hold (default 1G; 0: no spool)\n"
+		"  --spool-full POLICY     when the spool is full (its limit or its file system):\n"
+		"                            stop (default)  stop draining: the ring drops the newest\n"
+		"                                            frames and counts them\n"
+		"                            drop-oldest     delete the oldest waiting batches to make\n"
+		"                                            room, counting their frames as dropped\n"
+		"  --sink-timeout MS       remote sinks: give an attempt up after this long (default 30000)\n"
+		"  --sink-compression C    none (default); http(s): gzip, zstd; kafka: gzip, zstd, lz4, snappy\n"
+		"  --token-file FILE       http(s): send 'Authorization: Bearer <its content>'; re-read\n"
+		"                          when it changes\n"
+		"  --sink-ca FILE          https: verify the collector against these CA certificates\n"
+		"                          (default: the system's store)\n"
+		"  --kafka-prop K=V        kafka: a librdkafka property (SASL, TLS, ...); repeatable\n"
+		"  --admin-addr ADDR|off   Prometheus metrics at http://ADDR/metrics (default off);\n"
+		"                          env SIDETAP_UPLOADER_ADMIN_ADDR\n"
+		"  --once                  drain what the ring holds now, then exit\n"
+		"  --log-level LEVEL       error, warn, info, debug (default info); env SIDETAP_LOG_LEVEL\n"
+		"  --help                  this text\n"
+		"\n"
+		"Flags without an env name above read SIDETAP_<FLAG> (e.g. SIDETAP_SPOOL_DIR);\n"
+		"SIDETAP_KAFKA_PROP holds K=V pairs separated by ';'. A flag wins over the environment.\n"
+		"\n"
+		"SIGTERM or SIGINT: ship what the ring holds (until it is drained; what the sink does\n"
+		"not take goes to the spool), then exit 0. When neither the sink nor the spool takes\n"
+		"it, exit 1 at once, leaving it unreleased in the ring; a second signal exits at once\n"
+		"too. Segments, spool files and collector request bodies are readable with sidetapctl\n"
+		"dump.\n");
 }
 
-/* Appends a frame to the open segment. Returns 0 or a negative errno. */
-static int segment_append(struct segment *s, const void *p, size_t len)
+/* A byte count with an optional K, M or G suffix, within [<min>, <max>]. */
+static int parse_bytes(const char *v, uint64_t min, uint64_t max, uint64_t *out)
 {
-	int ret;
+	unsigned long long n;
+	unsigned shift = 0;
+	char *end;
 
-	if (s->wlen + len > WBUF_SIZE && (ret = segment_flush(s)) < 0)
-		return ret;
-	if (len > WBUF_SIZE)
-		return write_all(s->fd, p, len);
-	memcpy(s->wbuf + s->wlen, p, len);
-	s->wlen += len;
+	if (v[0] < '0' || v[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift)
+		end++;
+	if (*end != '\0' || n > (max >> shift) || ((uint64_t)n << shift) < min)
+		return -EINVAL;
+	*out = (uint64_t)n << shift;
 	return 0;
 }
 
-static int segment_commit(struct uploader *u)
+static int parse_uint(const char *v, unsigned long min, unsigned long max, unsigned *out)
 {
-	struct segment *s = &u->seg;
-	int ret = 0;
+	unsigned long n;
+	char *end;
 
-	if (s->fd < 0)
+	if (v[0] < '0' || v[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end != '\0' || n < min || n > max)
+		return -EINVAL;
+	*out = (unsigned)n;
+	return 0;
+}
+
+typedef int (*flag_set_cb)(struct upl_opts *o, const char *v, const char **why);
+
+struct flag {
+	const char *name; /* without "--" */
+	const char *env; /* NULL: none */
+	flag_set_cb set;
+};
+
+static int set_ring(struct upl_opts *o, const char *v, const char **why)
+{
+	(void)why;
+	o->ring = v;
+	return 0;
+}
+
+static int set_sink(struct upl_opts *o, const char *v, const char **why)
+{
+	(void)why;
+	o->sink = v;
+	return 0;
+}
+
+static int set_segment_bytes(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "bytes from 4K to 4G (K, M suffixes allowed)";
+	return parse_bytes(v, 4096, 1ull << 32, &o->segment_bytes);
+}
+
+static int set_segment_ms(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "milliseconds from 1 to 3600000";
+	return parse_uint(v, 1, 3600000, &o->segment_ms);
+}
+
+static int set_batch_frames(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "frames from 1 to 1000000";
+	return parse_uint(v, 1, 1000000, &o->batch_frames);
+}
+
+static int set_batch_bytes(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "bytes from 1K to 256M (K, M suffixes allowed)";
+	return parse_bytes(v, 1024, 256ull << 20, &o->batch_bytes);
+}
+
+static int set_batch_ms(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "milliseconds from 1 to 3600000";
+	return parse_uint(v, 1, 3600000, &o->batch_ms);
+}
+
+static int set_spool_dir(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "a directory path";
+	if (v[0] == '\0' || strlen(v) > PATH_MAX - 64)
+		return -EINVAL;
+	o->spool_dir = v;
+	return 0;
+}
+
+static int set_spool_limit(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "bytes: 0 (no spool), or 64K to 16T (K, M, G suffixes allowed)";
+	if (parse_bytes(v, 0, 16ull << 40, &o->spool_limit) != 0 ||
+	    (o->spool_limit && o->spool_limit < 64u << 10))
+		return -EINVAL;
+	return 0;
+}
+
+static int set_spool_full(struct upl_opts *o, const char *v, const char **why)
+{
+	if (strcmp(v, "stop") == 0) {
+		o->spool_full = UPL_SPOOL_FULL_STOP;
 		return 0;
-	if (s->wlen && (ret = segment_flush(s)) < 0) {
-		close(s->fd);
-		s->fd = -1;
-		goto err_unlink;
 	}
-	if (s->frames == 0) {
-		close(s->fd);
-		unlinkat(u->dirfd, s->partial, 0);
-		s->fd = -1;
+	if (strcmp(v, "drop-oldest") == 0) {
+		o->spool_full = UPL_SPOOL_FULL_DROP_OLDEST;
 		return 0;
 	}
-	if (fdatasync(s->fd) == -1 || renameat(u->dirfd, s->partial, u->dirfd, s->final) == -1 ||
-	    fsync(u->dirfd) == -1)
-		ret = -errno;
-	close(s->fd);
-	s->fd = -1;
-err_unlink:
-	if (ret < 0) {
-		logf_(LOG_ERR, "cannot make a segment durable", "file=%s err=\"%s\"", s->partial,
-		      strerror(-ret));
-		unlinkat(u->dirfd, s->partial, 0);
-		/* Read again from the last release: at least once, never lost. */
-		for (unsigned i = 0; i < tap_ring_count(u->ring); i++) {
-			u->pos[i] = tap_ring_tail(u->ring, i);
-			u->unacked[i] = 0;
+	*why = "accepted: stop, drop-oldest";
+	return -EINVAL;
+}
+
+static int set_sink_timeout(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "milliseconds from 100 to 3600000";
+	return parse_uint(v, 100, 3600000, &o->sink_timeout_ms);
+}
+
+static const char *const compression_names[] = { "none", "gzip", "zstd", "lz4", "snappy" };
+
+const char *upl_compression_name(enum upl_compression c)
+{
+	return (unsigned)c < sizeof(compression_names) / sizeof(compression_names[0]) ?
+		       compression_names[c] :
+		       "none";
+}
+
+static int set_compression(struct upl_opts *o, const char *v, const char **why)
+{
+	for (unsigned i = 0; i < sizeof(compression_names) / sizeof(compression_names[0]); i++) {
+		if (strcmp(v, compression_names[i]) == 0) {
+			o->compression = (enum upl_compression)i;
+			return 0;
 		}
-		return ret;
 	}
-	for (unsigned i = 0; i < tap_ring_count(u->ring); i++) {
-		if (u->unacked[i] || u->pos[i] != tap_ring_tail(u->ring, i))
-			tap_ring_release(u->ring, i, u->pos[i], u->unacked[i]);
-		u->unacked[i] = 0;
-	}
-	u->frames_total += s->frames;
-	logf_(LOG_DEBUG, "segment written", "file=%s frames=%lu bytes=%lu", s->final,
-	      (unsigned long)s->frames, (unsigned long)s->bytes);
+	*why = "accepted: none, gzip, zstd, lz4, snappy";
+	return -EINVAL;
+}
+
+static int set_token_file(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "a file path";
+	if (v[0] == '\0')
+		return -EINVAL;
+	o->token_file = v;
 	return 0;
 }
 
-static void ring_detach(struct uploader *u)
+static int set_sink_ca(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "a file of PEM CA certificates";
+	if (v[0] == '\0')
+		return -EINVAL;
+	o->sink_ca = v;
+	return 0;
+}
+
+static int add_kafka_prop(struct upl_opts *o, const char *v, const char **why)
+{
+	const char *eq = strchr(v, '=');
+
+	if (!eq || eq == v) {
+		*why = "KEY=VALUE, a librdkafka property such as security.protocol=ssl";
+		return -EINVAL;
+	}
+	if (o->nkafka_props == UPL_KAFKA_PROPS_MAX) {
+		*why = "at most 32 properties";
+		return -EINVAL;
+	}
+	o->kafka_props[o->nkafka_props++] = v;
+	return 0;
+}
+
+/* The environment form: K=V pairs separated by ';'. */
+static int set_kafka_props_env(struct upl_opts *o, const char *v, const char **why)
+{
+	char *copy = strdup(v), *save, *tok;
+
+	if (!copy)
+		return -ENOMEM;
+	/* Kept for the process's life: the options point into it. */
+	for (tok = strtok_r(copy, ";", &save); tok; tok = strtok_r(NULL, ";", &save))
+		if (add_kafka_prop(o, tok, why) != 0)
+			return -EINVAL;
+	return 0;
+}
+
+static int set_admin(struct upl_opts *o, const char *v, const char **why)
+{
+	*why = "IP:PORT, [IPv6]:PORT or off, e.g. 127.0.0.1:4192";
+	if (strcmp(v, "off") == 0) {
+		o->admin_addr = NULL;
+		return 0;
+	}
+	if (!upl_admin_addr_ok(v))
+		return -EINVAL;
+	o->admin_addr = v;
+	return 0;
+}
+
+static int set_log_level(struct upl_opts *o, const char *v, const char **why)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+
+	for (int l = 0; l < 4; l++) {
+		if (strcmp(v, names[l]) == 0) {
+			o->verbose = l;
+			return 0;
+		}
+	}
+	*why = "accepted: error, warn, info, debug";
+	return -EINVAL;
+}
+
+static const struct flag flags[] = {
+	{ "ring", "SIDETAP_RING", set_ring },
+	{ "sink", "SIDETAP_SINK", set_sink },
+	{ "segment-bytes", NULL, set_segment_bytes },
+	{ "segment-ms", NULL, set_segment_ms },
+	{ "batch-frames", "SIDETAP_BATCH_FRAMES", set_batch_frames },
+	{ "batch-bytes", "SIDETAP_BATCH_BYTES", set_batch_bytes },
+	{ "batch-ms", "SIDETAP_BATCH_MS", set_batch_ms },
+	{ "spool-dir", "SIDETAP_SPOOL_DIR", set_spool_dir },
+	{ "spool-limit", "SIDETAP_SPOOL_LIMIT", set_spool_limit },
+	{ "spool-full", "SIDETAP_SPOOL_FULL", set_spool_full },
+	{ "sink-timeout", "SIDETAP_SINK_TIMEOUT", set_sink_timeout },
+	{ "sink-compression", "SIDETAP_SINK_COMPRESSION", set_compression },
+	{ "token-file", "SIDETAP_TOKEN_FILE", set_token_file },
+	{ "sink-ca", "SIDETAP_SINK_CA", set_sink_ca },
+	{ "kafka-prop", "SIDETAP_KAFKA_PROP", add_kafka_prop },
+	{ "admin-addr", "SIDETAP_UPLOADER_ADMIN_ADDR", set_admin },
+	{ "log-level", "SIDETAP_LOG_LEVEL", set_log_level },
+};
+
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
+
+static const struct flag *flag_find(const char *name)
+{
+	for (size_t i = 0; i < NFLAGS; i++)
+		if (strcmp(flags[i].name, name) == 0)
+			return &flags[i];
+	return NULL;
+}
+
+/* Splits and checks --sink, and the flags that only some sinks take; says what is wrong on stderr. */
+static int parse_sink(struct upl_opts *o)
+{
+	const struct tap_sink_flags given = {
+		.token_file = o->token_file != NULL,
+		.sink_ca = o->sink_ca != NULL,
+		.kafka_props = o->nkafka_props > 0,
+		.compression = upl_compression_name(o->compression),
+	};
+	const char *why;
+	char err[256];
+
+	if (tap_sink_parse(o->sink, &o->dest, &why) != 0) {
+		fprintf(stderr, "sidetap-uploader: --sink: invalid value '%s': %s\n", o->sink, why);
+		return -EINVAL;
+	}
+	if (tap_sink_check_flags(&o->dest, &given, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sidetap-uploader: %s\n", err);
+		return -EINVAL;
+	}
+	return o->dest.kind == TAP_SINK_KAFKA ? upl_kafka_check_props(o) : 0;
+}
+
+static int apply(struct upl_opts *o, const struct flag *f, const char *v, const char *source)
+{
+	const char *why = "invalid value";
+
+	if (f->set(o, v, &why) != 0) {
+		fprintf(stderr, "sidetap-uploader: %s: invalid value '%s': %s\n", source, v, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct upl_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->segment_bytes = 16u << 20;
+	o->segment_ms = 1000;
+	o->batch_frames = 1000;
+	o->batch_bytes = 1u << 20;
+	o->batch_ms = 1000;
+	o->spool_dir = "./sidetap-spool";
+	o->spool_limit = 1ull << 30;
+	o->sink_timeout_ms = 30000;
+	o->verbose = UPL_LOG_INFO;
+	for (size_t i = 0; i < NFLAGS; i++) {
+		const char *v = flags[i].env ? getenv(flags[i].env) : NULL;
+
+		if (!v || !v[0])
+			continue;
+		if (flags[i].set == add_kafka_prop) {
+			const char *why = "invalid value";
+
+			if (set_kafka_props_env(o, v, &why) != 0) {
+				fprintf(stderr, "sidetap-uploader: %s: invalid value '%s': %s\n",
+					flags[i].env, v, why);
+				return -EINVAL;
+			}
+		} else if (apply(o, &flags[i], v, flags[i].env) != 0) {
+			return -EINVAL;
+		}
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = NULL;
+		const char *eq = strchr(a, '=');
+		const struct flag *f;
+		char name[32], source[40];
+		size_t n = eq ? (size_t)(eq - a) : strlen(a);
+
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			exit(0);
+		}
+		if (strcmp(a, "--once") == 0) {
+			o->once = true;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0 || n - 2 >= sizeof(name)) {
+			fprintf(stderr, "sidetap-uploader: unexpected argument '%s' (see --help)\n",
+				a);
+			return -EINVAL;
+		}
+		memcpy(name, a + 2, n - 2);
+		name[n - 2] = '\0';
+		f = flag_find(name);
+		if (!f) {
+			fprintf(stderr, "sidetap-uploader: unknown flag '--%s' (see --help)\n",
+				name);
+			return -EINVAL;
+		}
+		if (eq)
+			v = eq + 1;
+		else if (i + 1 < argc)
+			v = argv[++i];
+		if (!v) {
+			fprintf(stderr, "sidetap-uploader: --%s needs a value (see --help)\n",
+				name);
+			return -EINVAL;
+		}
+		snprintf(source, sizeof(source), "--%s", name);
+		if (apply(o, f, v, source) != 0)
+			return -EINVAL;
+	}
+	if (!o->ring || !o->sink) {
+		fprintf(stderr,
+			"sidetap-uploader: --ring PATH and --sink URL are both needed (see --help)\n");
+		return -EINVAL;
+	}
+	return parse_sink(o);
+}
+
+void upl_ring_detach(struct upl *u)
 {
 	if (!u->ring)
 		return;
@@ -429,8 +545,7 @@ static void ring_detach(struct uploader *u)
 	u->pos = u->unacked = NULL;
 }
 
-/* Maps the ring file; returns 0, -ENOENT while it does not exist, or another error (logged). */
-static int ring_attach(struct uploader *u)
+int upl_ring_attach(struct upl *u)
 {
 	char err[256];
 	struct stat st;
@@ -438,92 +553,38 @@ static int ring_attach(struct uploader *u)
 	int ret;
 
 	ret = tap_ring_open(u->o.ring, &u->ring, err, sizeof(err));
-	if (ret < 0)
-		return ret == -ENOENT ? ret :
-					(logf_(LOG_ERR, "cannot use the ring", "path=%s err=\"%s\"",
-					       u->o.ring, err),
-					 ret);
+	if (ret < 0) {
+		if (ret != -ENOENT)
+			upl_log(UPL_LOG_ERR, "cannot use the ring", "path=%s err=\"%s\"", u->o.ring,
+				err);
+		return ret;
+	}
 	if (stat(u->o.ring, &st) == 0)
 		u->ino = st.st_ino;
 	n = tap_ring_count(u->ring);
 	u->pos = calloc(n, sizeof(*u->pos));
 	u->unacked = calloc(n, sizeof(*u->unacked));
 	if (!u->pos || !u->unacked) {
-		ring_detach(u);
+		upl_ring_detach(u);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < n; i++)
 		u->pos[i] = tap_ring_tail(u->ring, i);
-	logf_(LOG_INFO, "attached to the ring", "path=%s generation=%016lx rings=%u ring_size=%lu",
-	      u->o.ring, (unsigned long)tap_ring_generation(u->ring), n,
-	      (unsigned long)tap_ring_size(u->ring));
+	upl_log(UPL_LOG_INFO, "attached to the ring",
+		"path=%s generation=%016lx rings=%u ring_size=%lu", u->o.ring,
+		(unsigned long)tap_ring_generation(u->ring), n,
+		(unsigned long)tap_ring_size(u->ring));
 	return 0;
 }
 
-/* True when the file at the ring's path is no longer the one we map (sidetap restarted). */
-static bool ring_replaced(struct uploader *u)
+bool upl_ring_replaced(struct upl *u)
 {
 	struct stat st;
 
 	return stat(u->o.ring, &st) == 0 && st.st_ino != u->ino;
 }
 
-/*
- * Copies up to BATCH_FRAMES frames of ring <idx> into the segment. Returns
- * the frames taken, or a negative errno when the segment cannot be written.
- */
-static long drain_one(struct uploader *u, unsigned idx)
-{
-	long taken = 0;
-
-	while (taken < BATCH_FRAMES) {
-		const void *payload;
-		uint32_t len;
-		uint64_t at = u->pos[idx];
-		const char *why = "";
-		int ret;
-
-		ret = tap_ring_next(u->ring, idx, &u->pos[idx], &payload, &len);
-		if (ret == 0)
-			break;
-		if (ret < 0) {
-			/* Not a crash: count, skip to what the producer wrote last, go on. */
-			u->corrupt_total++;
-			tap_ring_count_rejected(u->ring, idx, 1);
-			logf_(LOG_ERR, "corrupt record in the ring, skipping to its head",
-			      "ring=%u pos=%lu corrupt_total=%lu", idx, (unsigned long)at,
-			      (unsigned long)u->corrupt_total);
-			u->pos[idx] = tap_ring_head(u->ring, idx);
-			continue;
-		}
-		u->unacked[idx]++;
-		/*
-		 * Every record is checked before it reaches the sink: well-formed
-		 * msgpack with a frame's shape (tap_frame_check, cheap enough for
-		 * every frame; readers decode fully).
-		 */
-		if (tap_frame_check(payload, len, &why) != 0) {
-			u->invalid_total++;
-			tap_ring_count_rejected(u->ring, idx, 1);
-			logf_(LOG_WARN, "invalid frame in the ring, not shipped",
-			      "ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx,
-			      (unsigned long)at, why, (unsigned long)u->invalid_total);
-			continue;
-		}
-		if (u->seg.fd < 0 && (ret = segment_open(u)) < 0)
-			return ret;
-		ret = segment_append(&u->seg, payload, len);
-		if (ret < 0)
-			return ret;
-		u->seg.bytes += len;
-		u->seg.frames++;
-		taken++;
-	}
-	return taken;
-}
-
-/* True when a ring holds more than half its size unreleased: commit to free it. */
-static bool ring_pressed(struct uploader *u)
+bool upl_ring_pressed(struct upl *u)
 {
 	for (unsigned i = 0; i < tap_ring_count(u->ring); i++)
 		if (u->pos[i] - tap_ring_tail(u->ring, i) > tap_ring_size(u->ring) / 2)
@@ -531,7 +592,7 @@ static bool ring_pressed(struct uploader *u)
 	return false;
 }
 
-static bool drained(struct uploader *u)
+bool upl_ring_drained(struct upl *u)
 {
 	for (unsigned i = 0; i < tap_ring_count(u->ring); i++)
 		if (u->pos[i] != tap_ring_head(u->ring, i))
@@ -539,115 +600,87 @@ static bool drained(struct uploader *u)
 	return true;
 }
 
-static int run(struct uploader *u)
+void upl_ring_skip_corrupt(struct upl *u, unsigned idx, uint64_t at)
 {
-	uint64_t waiting_since = 0, stop_since = 0;
-	unsigned idle_us = IDLE_SLEEP_MIN_US;
-	int ret;
+	/* Not a crash: count, skip to what the producer wrote last, go on. */
+	u->m.corrupt++;
+	tap_ring_count_rejected(u->ring, idx, 1);
+	upl_log(UPL_LOG_ERR, "corrupt record in the ring, skipping to its head",
+		"ring=%u pos=%lu corrupt_total=%lu", idx, (unsigned long)at,
+		(unsigned long)u->m.corrupt);
+	u->pos[idx] = tap_ring_head(u->ring, idx);
+}
 
-	for (;;) {
-		long got = 0;
+bool upl_record_is_frame(struct upl *u, unsigned idx, uint64_t at, const void *p, uint32_t len)
+{
+	const char *why = "";
 
-		if (!u->ring) {
-			ret = ring_attach(u);
-			if (ret == -ENOENT) {
-				if (stop_requested || u->o.once)
-					return 0;
-				if (!waiting_since) {
-					waiting_since = now_ms();
-					logf_(LOG_INFO, "waiting for the ring", "path=%s",
-					      u->o.ring);
-				}
-				usleep(50000);
-				continue;
-			}
-			if (ret < 0)
-				return 1;
-		}
-		for (unsigned i = 0; i < tap_ring_count(u->ring); i++) {
-			long n = drain_one(u, i);
+	/*
+	 * Every record is checked before it reaches the sink: well-formed
+	 * msgpack with a frame's shape (tap_frame_check, cheap enough for
+	 * every frame; readers decode fully).
+	 */
+	if (tap_frame_check(p, len, &why) == 0)
+		return true;
+	u->m.invalid++;
+	tap_ring_count_rejected(u->ring, idx, 1);
+	upl_log(UPL_LOG_WARN, "invalid frame in the ring, not shipped",
+		"ring=%u pos=%lu why=\"%s\" invalid_total=%lu", idx, (unsigned long)at, why,
+		(unsigned long)u->m.invalid);
+	return false;
+}
 
-			if (n < 0) {
-				logf_(LOG_ERR, "cannot write a segment", "dir=%s err=\"%s\"",
-				      u->o.dir, strerror((int)-n));
-				segment_commit(u);
-				sleep(1);
-				break;
-			}
-			got += n;
-		}
-		if (u->seg.fd >= 0 &&
-		    (u->seg.bytes >= u->o.segment_bytes ||
-		     now_ms() - u->seg.first_ms >= u->o.segment_ms || ring_pressed(u) ||
-		     ((stop_requested || u->o.once) && got == 0 && drained(u))))
-			segment_commit(u);
-		if (got) {
-			idle_us = IDLE_SLEEP_MIN_US;
-			continue;
-		}
-		/* Drained. A stopped or replaced ring is finished with; a new one may follow. */
-		if (stop_requested || u->o.once) {
-			if (!stop_since)
-				stop_since = now_ms();
-			/* sidetap flushes its last frames on the way out: give it a moment. */
-			if (u->o.once || tap_ring_state(u->ring) == TAP_RING_STOPPED ||
-			    now_ms() - stop_since >= 2000)
-				break;
-		}
-		if (ring_replaced(u)) {
-			segment_commit(u);
-			logf_(LOG_INFO, "the ring was replaced (sidetap restarted), switching",
-			      "path=%s", u->o.ring);
-			ring_detach(u);
-			continue;
-		}
-		usleep(idle_us);
-		if (idle_us < IDLE_SLEEP_MAX_US)
-			idle_us *= 2;
+#define WAIT_FDS_MAX 64
+
+void upl_wait(struct upl *u, int timeout_ms)
+{
+	struct pollfd fds[WAIT_FDS_MAX];
+	unsigned n = upl_admin_fds(u, fds, WAIT_FDS_MAX);
+
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	if (n == 0 && timeout_ms == 0 && !(u->ops && u->sink))
+		return;
+	if (u->ops && u->sink && u->ops->wait) {
+		u->ops->wait(u->sink, fds, n, timeout_ms);
+	} else if (poll(fds, n, timeout_ms) == -1) {
+		/* EINTR: a signal, which the loop looks at next. */
+		for (unsigned i = 0; i < n; i++)
+			fds[i].revents = 0;
 	}
-	segment_commit(u);
-	logf_(LOG_INFO, "stopped", "frames=%lu corrupt=%lu invalid=%lu",
-	      (unsigned long)u->frames_total, (unsigned long)u->corrupt_total,
-	      (unsigned long)u->invalid_total);
-	return 0;
+	if (n)
+		upl_admin_serve(u, fds, n);
 }
 
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	struct uploader u;
+	struct upl u;
 	int ret;
 
 	memset(&u, 0, sizeof(u));
-	u.seg.fd = -1;
 	if (parse_args(argc, argv, &u.o) != 0)
 		return 2;
 	verbose_level = u.o.verbose;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (mkdir(u.o.dir, 0755) == -1 && errno != EEXIST) {
-		logf_(LOG_ERR, "cannot create the sink directory", "dir=%s err=\"%s\"", u.o.dir,
-		      strerror(errno));
+	srandom((unsigned)(upl_unix_ms() ^ (uint64_t)getpid() << 16));
+	u.dec = tap_decoder_new();
+	if (!u.dec) {
+		upl_log(UPL_LOG_ERR, "out of memory", "what=decoder");
 		return 1;
 	}
-	u.dirfd = open(u.o.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (u.dirfd == -1) {
-		logf_(LOG_ERR, "cannot open the sink directory", "dir=%s err=\"%s\"", u.o.dir,
-		      strerror(errno));
-		return 1;
-	}
-	u.seg.wbuf = malloc(WBUF_SIZE);
-	if (!u.seg.wbuf) {
-		logf_(LOG_ERR, "out of memory", "bytes=%u", WBUF_SIZE);
+	if (u.o.admin_addr && upl_admin_open(&u, u.o.admin_addr) < 0) {
 		ret = 1;
-		goto out_close_dir;
+		goto out_free_decoder;
 	}
-	remove_stale_partials(&u);
-	ret = run(&u);
-	ring_detach(&u);
-	free(u.seg.wbuf);
-out_close_dir:
-	close(u.dirfd);
+	if (u.o.dest.kind == TAP_SINK_FILE)
+		ret = upl_file_run(&u);
+	else
+		ret = upl_remote_run(&u);
+	upl_admin_close(&u);
+out_free_decoder:
+	tap_decoder_free(u.dec);
 	return ret;
 }

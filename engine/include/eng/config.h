@@ -40,6 +40,7 @@ enum eng_forward {
 
 #define ENG_LISTEN_ADDRS_MAX 4
 #define ENG_WORKERS_MAX 256
+#define ENG_KAFKA_PROPS_MAX 32
 
 struct eng_listener_cfg {
 	unsigned naddrs; /* 0: the listener is off */
@@ -66,7 +67,22 @@ struct eng_config {
 	char ring_path[256];
 	uint64_t ring_size; /* bytes, all workers' rings together */
 	bool uploader; /* start and supervise sidetap-uploader */
-	char sink[512];
+	char sink[512]; /* file:DIR, http(s)://HOST:PORT/PATH or kafka://BROKERS/TOPIC */
+	/* Passed on to the uploader: how remote sinks batch, spool and authenticate. */
+	char spool_dir[256];
+	uint64_t spool_limit; /* bytes; 0: no spool */
+	char spool_full[16]; /* stop, drop-oldest */
+	unsigned batch_frames;
+	uint64_t batch_bytes;
+	unsigned batch_ms;
+	unsigned sink_timeout_ms;
+	char sink_compression[8]; /* none, gzip, zstd, lz4, snappy */
+	char token_file[256]; /* "": none */
+	char sink_ca[256]; /* "": the system's store */
+	char kafka_props[ENG_KAFKA_PROPS_MAX][256]; /* K=V, in the order given */
+	unsigned nkafka_props;
+	bool uploader_admin_enabled;
+	struct eng_addr uploader_admin;
 	enum eng_tls_out tls_out;
 	char tls_ca_cert[256], tls_ca_key[256]; /* the CA that signs minted leaves */
 	char tls_upstream_ca[256]; /* "" : the system's trust store */

@@ -66,6 +66,18 @@ Test(eng_config, defaults_match_the_design)
 	cr_assert_eq(cfg.ring_size, 32 << 20);
 	cr_assert(cfg.uploader);
 	cr_assert_str_eq(cfg.sink, "file:./sidetap-capture");
+	cr_assert_str_eq(cfg.spool_dir, "./sidetap-spool");
+	cr_assert_eq(cfg.spool_limit, 1ull << 30);
+	cr_assert_str_eq(cfg.spool_full, "stop");
+	cr_assert_eq(cfg.batch_frames, 1000);
+	cr_assert_eq(cfg.batch_bytes, 1 << 20);
+	cr_assert_eq(cfg.batch_ms, 1000);
+	cr_assert_eq(cfg.sink_timeout_ms, 30000);
+	cr_assert_str_eq(cfg.sink_compression, "none");
+	cr_assert_str_eq(cfg.token_file, "");
+	cr_assert_str_eq(cfg.sink_ca, "");
+	cr_assert_eq(cfg.nkafka_props, 0);
+	cr_assert_not(cfg.uploader_admin_enabled);
 }
 
 Test(eng_config, capture_flags_are_applied)
@@ -86,6 +98,113 @@ Test(eng_config, capture_flags_are_applied)
 		     "%s", err);
 	cr_assert_eq(cfg.capture_body_limit, 0);
 	cr_assert_eq(cfg.ring_size, 512 << 10);
+}
+
+Test(eng_config, sink_urls_of_every_kind_are_accepted)
+{
+	static char *const ok[] = {
+		"file:/var/capture",
+		"http://collector:8080/v1/frames",
+		"https://collector.example:8443/v1/frames",
+		"http://127.0.0.1:9",
+		"kafka://broker-1:9092/capture",
+		"kafka://b1:9092,b2:9092,[::1]:9093/sidetap.frames_v1",
+	};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		cr_assert_eq(parse(ARGV("--sink", ok[i]), NOENV), 0, "%s: %s", ok[i], err);
+		cr_assert_str_eq(cfg.sink, ok[i]);
+	}
+}
+
+Test(eng_config, uploader_flags_are_applied)
+{
+	cr_assert_eq(
+		parse(ARGV("--sink", "https://c:8443/f", "--spool-dir", "/var/spool/st",
+			   "--spool-limit", "64K", "--spool-full", "drop-oldest", "--batch-frames",
+			   "50", "--batch-bytes=2M", "--batch-ms", "250", "--sink-timeout", "1500",
+			   "--sink-compression", "zstd", "--token-file", "/dev/null", "--sink-ca",
+			   "/dev/null", "--uploader-admin-addr", "127.0.0.1:4192"),
+		      NOENV),
+		0, "%s", err);
+	cr_assert_str_eq(cfg.spool_dir, "/var/spool/st");
+	cr_assert_eq(cfg.spool_limit, 64 << 10);
+	cr_assert_str_eq(cfg.spool_full, "drop-oldest");
+	cr_assert_eq(cfg.batch_frames, 50);
+	cr_assert_eq(cfg.batch_bytes, 2 << 20);
+	cr_assert_eq(cfg.batch_ms, 250);
+	cr_assert_eq(cfg.sink_timeout_ms, 1500);
+	cr_assert_str_eq(cfg.sink_compression, "zstd");
+	cr_assert_str_eq(cfg.token_file, "/dev/null");
+	cr_assert_str_eq(cfg.sink_ca, "/dev/null");
+	cr_assert(cfg.uploader_admin_enabled);
+	addr_is(&cfg.uploader_admin, "127.0.0.1:4192");
+	cr_assert_eq(parse(ARGV("--spool-limit", "0"), NOENV), 0, "%s", err);
+	cr_assert_eq(cfg.spool_limit, 0, "0 turns the spool off");
+}
+
+Test(eng_config, kafka_props_repeat_and_the_env_holds_several)
+{
+	char *const env[] = { "SIDETAP_KAFKA_PROP=security.protocol=ssl;ssl.ca.location=/ca.pem",
+			      "SIDETAP_SINK=kafka://b:9092/t", NULL };
+
+	cr_assert_eq(parse(ARGV("--kafka-prop", "linger.ms=20", "--kafka-prop=acks=all"), env), 0,
+		     "%s", err);
+	cr_assert_eq(cfg.nkafka_props, 4);
+	cr_assert_str_eq(cfg.kafka_props[0], "security.protocol=ssl");
+	cr_assert_str_eq(cfg.kafka_props[1], "ssl.ca.location=/ca.pem");
+	/* Flags come after the environment's: librdkafka applies them last, so they win. */
+	cr_assert_str_eq(cfg.kafka_props[2], "linger.ms=20");
+	cr_assert_str_eq(cfg.kafka_props[3], "acks=all");
+}
+
+Test(eng_config, uploader_flags_read_their_env_names)
+{
+	char *const env[] = { "SIDETAP_SPOOL_DIR=/s",
+			      "SIDETAP_SPOOL_LIMIT=2G",
+			      "SIDETAP_SPOOL_FULL=drop-oldest",
+			      "SIDETAP_BATCH_FRAMES=7",
+			      "SIDETAP_BATCH_BYTES=4K",
+			      "SIDETAP_BATCH_MS=9",
+			      "SIDETAP_SINK_TIMEOUT=200",
+			      "SIDETAP_SINK=http://c:1/f",
+			      "SIDETAP_SINK_COMPRESSION=gzip",
+			      "SIDETAP_TOKEN_FILE=/dev/null",
+			      "SIDETAP_UPLOADER_ADMIN_ADDR=[::1]:4192",
+			      NULL };
+
+	cr_assert_eq(parse(NOARGS, env), 0, "%s", err);
+	cr_assert_str_eq(cfg.spool_dir, "/s");
+	cr_assert_eq(cfg.spool_limit, 2ull << 30);
+	cr_assert_str_eq(cfg.spool_full, "drop-oldest");
+	cr_assert_eq(cfg.batch_frames, 7);
+	cr_assert_eq(cfg.batch_bytes, 4096);
+	cr_assert_eq(cfg.batch_ms, 9);
+	cr_assert_eq(cfg.sink_timeout_ms, 200);
+	cr_assert_str_eq(cfg.sink, "http://c:1/f");
+	cr_assert_str_eq(cfg.sink_compression, "gzip");
+	cr_assert_str_eq(cfg.token_file, "/dev/null");
+	addr_is(&cfg.uploader_admin, "[::1]:4192");
+}
+
+Test(eng_config, sink_flags_must_fit_the_sink)
+{
+	FAILS(ARGV("--token-file", "/dev/null"), NOENV,
+	      "--token-file is only used with an http:// or https:// sink (the sink is file:");
+	FAILS(ARGV("--sink", "http://c:1/f", "--sink-ca", "/dev/null"), NOENV,
+	      "--sink-ca is only used with an https:// sink (the sink is http://c:1/f)");
+	FAILS(ARGV("--sink", "https://c:1/f", "--kafka-prop", "acks=all"), NOENV,
+	      "--kafka-prop is only used with a kafka:// sink");
+	FAILS(ARGV("--sink-compression", "gzip"), NOENV,
+	      "--sink-compression is only used with http(s):// and kafka:// sinks");
+	FAILS(ARGV("--sink", "http://c:1/f", "--sink-compression", "lz4"), NOENV,
+	      "lz4 is for kafka:// sinks");
+	FAILS(ARGV("--sink", "http://c:1/f", "--token-file", "/nonexistent/token"), NOENV,
+	      "--token-file: cannot read '/nonexistent/token'", "No such file");
+	FAILS(ARGV("--sink", "https://c:1/f", "--sink-ca", "/nonexistent/ca.pem"), NOENV,
+	      "--sink-ca: cannot read '/nonexistent/ca.pem'");
+	cr_assert_eq(parse(ARGV("--sink", "kafka://b:1/t", "--sink-compression", "snappy"), NOENV),
+		     0, "%s", err);
 }
 
 Test(eng_config, every_flag_is_applied)
@@ -260,6 +379,27 @@ Test(eng_config, usage_lists_every_flag_with_env_and_default)
 		"--uploader",
 		"--sink",
 		"file:./sidetap-capture",
+		"http(s)://HOST:PORT/PATH",
+		"kafka://BROKERS/TOPIC",
+		"--spool-dir",
+		"SIDETAP_SPOOL_DIR",
+		"./sidetap-spool",
+		"--spool-limit",
+		"--spool-full",
+		"stop|drop-oldest",
+		"SIDETAP_SPOOL_FULL",
+		"--batch-frames",
+		"--batch-bytes",
+		"--batch-ms",
+		"--sink-timeout",
+		"--sink-compression",
+		"--token-file",
+		"SIDETAP_TOKEN_FILE",
+		"--sink-ca",
+		"--kafka-prop",
+		"SIDETAP_KAFKA_PROP",
+		"--uploader-admin-addr",
+		"SIDETAP_UPLOADER_ADMIN_ADDR",
 	};
 	char *text = NULL;
 	size_t len;
@@ -310,8 +450,30 @@ Test(eng_config, bad_values_name_flag_value_and_what_is_accepted)
 	FAILS(ARGV("--ring-size", "1K"), NOENV, "--ring-size", "256K to 16G");
 	FAILS(ARGV("--ring-size", "-1"), NOENV, "--ring-size", "'-1'");
 	FAILS(ARGV("--uploader", "maybe"), NOENV, "--uploader", "on, off");
-	FAILS(ARGV("--sink", "/tmp/x"), NOENV, "--sink", "'/tmp/x'", "file:DIR");
+	FAILS(ARGV("--sink", "/tmp/x"), NOENV, "--sink", "'/tmp/x'", "file:DIR", "kafka://");
 	FAILS(ARGV("--sink", "file:"), NOENV, "--sink", "file:DIR");
+	FAILS(ARGV("--sink", "s3://bucket"), NOENV, "--sink", "'s3://bucket'", "https://HOST");
+	FAILS(ARGV("--sink", "http:///path"), NOENV, "--sink", "needs a host");
+	FAILS(ARGV("--sink", "https://"), NOENV, "--sink", "needs a host");
+	FAILS(ARGV("--sink", "kafka://b:9092"), NOENV, "--sink",
+	      "kafka://BROKER[,BROKER...]/TOPIC");
+	FAILS(ARGV("--sink", "kafka:///topic"), NOENV, "--sink", "kafka://BROKER");
+	FAILS(ARGV("--sink", "kafka://b:9092/bad topic"), NOENV, "--sink", "a-z A-Z 0-9");
+	FAILS(ARGV("--spool-dir", ""), NOENV, "--spool-dir", "directory path");
+	FAILS(ARGV("--spool-limit", "1K"), NOENV, "--spool-limit", "'1K'", "64K to 16T");
+	FAILS(ARGV("--spool-limit", "lots"), NOENV, "--spool-limit", "0 (no spool)");
+	FAILS(ARGV("--spool-full", "drop-newest"), NOENV, "--spool-full", "'drop-newest'",
+	      "stop, drop-oldest");
+	FAILS(ARGV("--batch-frames", "0"), NOENV, "--batch-frames", "1 to 1000000");
+	FAILS(ARGV("--batch-bytes", "100"), NOENV, "--batch-bytes", "1K to 256M");
+	FAILS(ARGV("--batch-ms", "0"), NOENV, "--batch-ms", "1 to 3600000");
+	FAILS(ARGV("--sink-timeout", "10"), NOENV, "--sink-timeout", "100 to 3600000");
+	FAILS(ARGV("--sink-compression", "brotli"), NOENV, "--sink-compression", "'brotli'",
+	      "none, gzip, zstd");
+	FAILS(ARGV("--token-file", ""), NOENV, "--token-file", "file path");
+	FAILS(ARGV("--kafka-prop", "acks"), NOENV, "--kafka-prop", "'acks'", "KEY=VALUE");
+	FAILS(ARGV("--kafka-prop", "=1"), NOENV, "--kafka-prop", "KEY=VALUE");
+	FAILS(ARGV("--uploader-admin-addr", "4192"), NOENV, "--uploader-admin-addr", "'4192'");
 }
 
 Test(eng_config, bad_env_values_name_the_variable)
@@ -322,6 +484,9 @@ Test(eng_config, bad_env_values_name_the_variable)
 	FAILS(NOARGS, ENV("PROXY_OUT_PORT=0"), "PROXY_OUT_PORT", "1 to 65535");
 	FAILS(NOARGS, ENV("REVERSE_PROXY_HOST=127.0.0.1"), "REVERSE_PROXY_PORT", "set both");
 	FAILS(NOARGS, ENV("LOG_LEVEL=chatty"), "LOG_LEVEL", "'chatty'");
+	FAILS(NOARGS, ENV("SIDETAP_SPOOL_LIMIT=-1"), "SIDETAP_SPOOL_LIMIT", "'-1'");
+	FAILS(NOARGS, ENV("SIDETAP_KAFKA_PROP=a=1;b"), "SIDETAP_KAFKA_PROP", "KEY=VALUE");
+	FAILS(NOARGS, ENV("SIDETAP_SINK=ftp://x"), "SIDETAP_SINK", "'ftp://x'");
 }
 
 Test(eng_config, flag_errors_name_the_problem)
