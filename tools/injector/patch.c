@@ -359,6 +359,8 @@ static json_t *sidecar_env(struct builder *b)
 	}
 	env_add(env, "SIDETAP_ADMIN_ADDR", "0.0.0.0:%u", cfg->admin_port);
 	env_add(env, "SIDETAP_SINK", "%s", s->sink ? s->sink : "file:" DATA_DIR "/capture");
+	/* Remote sinks spool there while the sink is down (the root filesystem is read-only). */
+	env_add(env, "SIDETAP_SPOOL_DIR", DATA_DIR "/spool");
 	if (s->body_limit)
 		env_add(env, "SIDETAP_CAPTURE_BODY_LIMIT", "%s", s->body_limit);
 	if (s->log_level)
