@@ -1037,7 +1037,7 @@ section_tls() {
 	done
 	out "## TLS: wrk -t1 -c50 -d${DURATION}s over HTTPS, median of $REPS"
 	out ""
-	out "wrk sends no SNI: sidetap mints its leaf for the destination's IP and checks the origin's IP SAN."
+	out "The URLs name 127.0.0.1: sidetap mints its leaf for that IP and checks the origin's IP SAN."
 	out "sidetap unwraps (its CA's leaf to the client, the origin verified against the origin's CA) with"
 	out "capture off and on; HAProxy terminates with the origin's certificate and originates TLS with"
 	out "verification. handshake: one request per connection (Connection: close)."
