@@ -88,11 +88,17 @@ static int spawn(struct eng_engine *e, bool once)
 	if (pid == -1)
 		return -errno;
 	if (pid == 0) {
-		sigset_t none;
+		sigset_t stop;
 
-		/* Only async-signal-safe calls between fork and exec. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
+		/*
+		 * Only async-signal-safe calls between fork and exec. SIGTERM and
+		 * SIGINT stay blocked until the uploader has its handlers: a stop
+		 * right after the start would otherwise kill it before it drains.
+		 */
+		sigemptyset(&stop);
+		sigaddset(&stop, SIGTERM);
+		sigaddset(&stop, SIGINT);
+		sigprocmask(SIG_SETMASK, &stop, NULL);
 		/* Its own process group: a terminal's Ctrl-C reaches sidetap, which stops it last. */
 		setpgid(0, 0);
 		/* sidetap killed outright: the uploader drains what is left and exits. */

@@ -623,6 +623,38 @@ class TcpCaptureTest(unittest.TestCase):
 class UploaderCrashTest(unittest.TestCase):
     """SIGKILL the uploader while traffic runs: sidetap restarts it, nothing durable is lost."""
 
+    def test_stop_before_the_uploader_is_up_loses_nothing(self):
+        """A SIGTERM that reaches the uploader before its handler is set waits for it."""
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        server = ThreadingServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        st = harness.Sidetap(self, "sidetap-early-")
+        try:
+            # sidetap runs the sidetap-uploader beside it: here one that takes a second to start.
+            slow = os.path.join(st.dir, "bin")
+            os.mkdir(slow)
+            shutil.copy(os.path.join(BINDIR, "sidetap"), slow)
+            with open(os.path.join(slow, "sidetap-uploader"), "w") as f:
+                # Python, not sh: dash unblocks every signal when it starts.
+                f.write("#!/usr/bin/python3\nimport os, sys, time\ntime.sleep(1)\n"
+                        "os.execv(%r, [%r] + sys.argv[1:])\n"
+                        % ((os.path.join(BINDIR, "sidetap-uploader"),) * 2))
+            os.chmod(os.path.join(slow, "sidetap-uploader"), 0o755)
+            sink = os.path.join(st.dir, "capture")
+            st.start(slow, server.server_address[1],
+                     ["--ring=" + os.path.join(st.dir, "ring"), "--sink=file:" + sink])
+            with socket.create_connection(("127.0.0.1", st.port), timeout=10) as c:
+                c.sendall(b"GET /hello?early=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while c.recv(4096):
+                    pass
+            st.stop()
+            pairs = http_frames(read_frames(sink))
+        finally:
+            st.close()
+            server.shutdown()
+        self.assertEqual([p["req"]["target"] for p in pairs], ["/hello?early=1"])
+
     def test_uploader_killed_during_traffic(self):
         if msgpack is None:
             self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")

@@ -655,6 +655,7 @@ void upl_wait(struct upl *u, int timeout_ms)
 int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t stop;
 	struct upl u;
 	int ret;
 
@@ -665,6 +666,11 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* sidetap starts us with them blocked, so that one sent early waits for the handler. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_UNBLOCK, &stop, NULL);
 	srandom((unsigned)(upl_unix_ms() ^ (uint64_t)getpid() << 16));
 	u.dec = tap_decoder_new();
 	if (!u.dec) {
