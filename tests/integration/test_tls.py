@@ -24,6 +24,9 @@ try:
 except ImportError:
     msgpack = None
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
 BINDIR = None
 NGINX = "/usr/sbin/nginx"
 
@@ -228,18 +231,7 @@ class Sidetap:
             return f.read()
 
     def metric(self, series):
-        with socket.create_connection(("127.0.0.1", self.admin)) as s:
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        for line in data.decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        return None
+        return harness.scrape(self.admin, series)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
