@@ -309,12 +309,17 @@ err_close:
 	return ret;
 }
 
+void tap_ring_stop(struct tap_ring *r)
+{
+	__atomic_store_n(&r->hdr->state, TAP_RING_STOPPED, __ATOMIC_RELEASE);
+}
+
 void tap_ring_close(struct tap_ring *r, bool stopped)
 {
 	if (!r)
 		return;
 	if (stopped)
-		__atomic_store_n(&r->hdr->state, TAP_RING_STOPPED, __ATOMIC_RELEASE);
+		tap_ring_stop(r);
 	munmap(r->map, r->map_len);
 	free(r);
 }

@@ -69,6 +69,26 @@ int eng__cap_engine_open(struct eng_engine *e)
 	return 0;
 }
 
+void eng__cap_report_left(struct eng_engine *e)
+{
+	uint64_t frames = 0, bytes = 0;
+
+	for (unsigned i = 0; i < tap_ring_count(e->ring); i++) {
+		struct tap_ring_stats st;
+
+		tap_ring_stats(e->ring, i, &st);
+		if (st.frames > st.consumed_frames + st.rejected)
+			frames += st.frames - st.consumed_frames - st.rejected;
+		bytes += st.head - st.tail;
+	}
+	/* The next sidetap makes a new ring: these would be gone without a word. */
+	if (frames)
+		eng_log(ENG_LOG_WARN, "frames left in the ring at exit, not shipped",
+			"frames=%lu bytes=%lu ring=%s fix=\"see the uploader's last lines: the sink "
+			"and its spool did not take them in time\"",
+			(unsigned long)frames, (unsigned long)bytes, e->cfg->ring_path);
+}
+
 void eng__cap_engine_close(struct eng_engine *e)
 {
 	if (e->ring)

@@ -322,12 +322,15 @@ void eng_engine_free(struct eng_engine *e)
 	}
 	if (e->admin_fd >= 0)
 		close(e->admin_fd);
-	/* Stopped first, so the uploader knows no frame will follow what it drains. */
 	eng__tls_engine_close(e);
 	had_ring = e->ring != NULL;
-	eng__cap_engine_close(e);
-	if (had_ring && atomic_load(&e->ready))
+	if (had_ring && atomic_load(&e->ready) && e->cfg->uploader) {
+		/* Stopped first, so the uploader knows no frame will follow what it drains. */
+		tap_ring_stop(e->ring);
 		eng__uploader_stop(e, ENG_UPLOADER_DRAIN_MS);
+		eng__cap_report_left(e);
+	}
+	eng__cap_engine_close(e);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e->own_ports);

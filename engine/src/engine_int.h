@@ -514,6 +514,8 @@ int eng__cap_engine_open(struct eng_engine *e);
 
 /* Marks the ring stopped and unmaps it. */
 void eng__cap_engine_close(struct eng_engine *e);
+/* At exit, after the uploader stopped: logs the frames it left in the ring, if any. */
+void eng__cap_report_left(struct eng_engine *e);
 
 /*
  * Starts capturing <c>; <orig> is its original destination (transparent) or

@@ -548,6 +548,7 @@ class SpoolFullTest(SinkTestBase):
         self.assertTrue(wait_for(
             lambda: p.upl_metric('sidetap_uploader_spool_full{policy="stop"}') == 0, 10))
         p.stop()
+        self.assertNotIn("frames left in the ring", p.log())
         # The counts add up: what the ring took arrived, what it dropped was counted.
         check_ids(self, c.ids, written, dropped)
         self.assertGreater(dropped, 0)
@@ -606,6 +607,26 @@ class SpoolFullTest(SinkTestBase):
         missing = gaps(unique)
         self.assertGreaterEqual(missing, spool_dropped, "the newest frames were deleted")
         self.assertLessEqual(missing, spool_dropped + ring_dropped)
+
+    def test_sidetap_stopping_with_nowhere_to_put_frames_says_how_many_it_leaves(self):
+        c = self.collector()
+        c.status = 503
+        p = self.proxy("--sink=http://127.0.0.1:%d/f" % c.port, "--ring-size=64M",
+                       "--spool-limit=64K")
+        t = Traffic(p.port)
+        self.assertTrue(wait_for(lambda: "the spool is full" in p.log(), 30), p.log())
+        t.stop()
+        self.assertEqual(t.errors, [])
+        written, dropped = p.settle()
+        p.stop()
+        # The uploader could ship or spool none of what is left: sidetap counts it at exit.
+        line = [ln for ln in p.log().splitlines() if "frames left in the ring at exit" in ln]
+        self.assertEqual(len(line), 1, p.log())
+        left = int(line[0].split(" frames=")[1].split()[0])
+        self.assertGreater(left, 0)
+        self.assertLessEqual(left, written)
+        # What the collector never acknowledged and the spool does not hold is exactly that.
+        self.assertEqual(dropped, 0, "a 64 MiB ring should not drop here")
 
     def test_stopping_with_nowhere_to_put_frames_exits_and_leaves_them_in_the_ring(self):
         c = self.collector()

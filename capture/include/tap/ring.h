@@ -56,6 +56,9 @@ int tap_ring_open(const char *path, struct tap_ring **out, char *err, size_t err
 /* Unmaps <r>; with <stopped> (producer side), marks the ring TAP_RING_STOPPED first. */
 void tap_ring_close(struct tap_ring *r, bool stopped);
 
+/* Producer: marks the ring TAP_RING_STOPPED (no frame follows), keeping it mapped. */
+void tap_ring_stop(struct tap_ring *r);
+
 unsigned tap_ring_count(const struct tap_ring *r);
 uint64_t tap_ring_size(const struct tap_ring *r);
 uint64_t tap_ring_generation(const struct tap_ring *r);
