@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -583,6 +584,55 @@ class SmugglingTest(unittest.TestCase):
             st.close()
             server.shutdown()
             server.server_close()
+
+
+class UpstreamResetTest(unittest.TestCase):
+    """TESTPLAN R7: an upstream that resets mid-body must reach the client as a reset. A clean
+    EOF would pass a truncated body delimited by close off as complete."""
+
+    def reset_mid_body(self, mode):
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+
+        def upstream():
+            c, _ = ls.accept()
+            c.recv(100)
+            c.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+            chunk = os.urandom(1 << 20)
+            for _ in range(40):
+                c.sendall(chunk)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        t = threading.Thread(target=upstream, daemon=True)
+        t.start()
+        st = harness.Sidetap(self, "sidetap-reset-")
+        self.addCleanup(st.close)
+        st.start(BINDIR, ls.getsockname()[1], ["--forward=" + mode, "--capture=" + (
+            "on" if mode == "auto" else "off"), "--ring=" + os.path.join(st.dir, "ring"),
+            "--sink=file:" + os.path.join(st.dir, "capture")])
+        with socket.create_connection(("127.0.0.1", st.port), timeout=20) as c:
+            c.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            got = 0
+            with self.assertRaises(ConnectionResetError, msg="%s: a clean EOF" % mode):
+                while True:
+                    d = c.recv(1 << 16)
+                    if not d:
+                        break
+                    got += len(d)
+        t.join(20)
+        self.assertGreater(got, 0)
+        st.stop()
+
+    def test_reset_reaches_the_client_on_the_copy_path(self):
+        self.reset_mid_body("copy")
+
+    def test_reset_reaches_the_client_on_the_splice_path(self):
+        self.reset_mid_body("splice")
+
+    def test_reset_reaches_the_client_with_auto_and_capture(self):
+        self.reset_mid_body("auto")
 
 
 class TcpCaptureTest(unittest.TestCase):
