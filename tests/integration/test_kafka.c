@@ -267,6 +267,66 @@ Test(kafka, broker_errors_and_an_outage_cause_retries_not_loss)
 	tap_ring_close(r, true);
 }
 
+/* Frames the uploaders released from <r> so far (delivered). */
+static uint64_t released(struct tap_ring *r)
+{
+	struct tap_ring_stats st;
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < tap_ring_count(r); i++) {
+		tap_ring_stats(r, i, &st);
+		n += st.consumed_frames;
+	}
+	return n;
+}
+
+/* TESTPLAN D1 with the Kafka sink: SIGKILL mid-stream, restart; every frame arrives. */
+Test(kafka, an_uploader_killed_at_random_moments_loses_no_frame)
+{
+	struct tap_ring_stats st;
+	struct tap_ring *r;
+	struct th_proc p;
+	struct seen s;
+	unsigned kills = 0;
+	char *log;
+
+	cr_assert_eq(tap_ring_create(ring_path, 2, 4 << 20, 0x5eed, &r), 0);
+	fill(r, 6000);
+	/* Slow brokers keep batches in flight when the kill comes. */
+	for (int b = 1; b <= 3; b++)
+		rd_kafka_mock_broker_set_rtt(mc, b, 40);
+	srandom((unsigned)getpid());
+	while (kills < 6 && released(r) < 12000) {
+		uint64_t before = released(r), end = th_now_ms() + 10000;
+
+		start_uploader(&p, (const char *const[]){ "--batch-frames=100", NULL });
+		/* Once it delivers, a random moment later: batches are in flight then. */
+		while (released(r) == before && th_now_ms() < end)
+			usleep(5000);
+		usleep((useconds_t)(random() % 150) * 1000);
+		cr_assert_eq(kill(p.pid, SIGKILL), 0);
+		th_proc_wait(&p, 5000);
+		kills++;
+	}
+	cr_assert_gt(kills, 1, "the ring was shipped before a second kill");
+	for (int b = 1; b <= 3; b++)
+		rd_kafka_mock_broker_set_rtt(mc, b, 0);
+	/* The next uploader ships what the killed ones did not release, spool first. */
+	cr_assert_eq(run_uploader((const char *const[]){ "--once", NULL }, &log), 0, "%s", log);
+	free(log);
+	for (unsigned i = 0; i < 2; i++) {
+		tap_ring_stats(r, i, &st);
+		cr_assert_eq(st.tail, st.head, "ring %u drained", i);
+	}
+	seen_init(&s, 2, 6000);
+	consume(&s, 30000);
+	cr_assert_eq(s.unique, 12000, "frames lost after %u kills: %u of 12000 arrived", kills,
+		     s.unique);
+	cr_assert_geq(s.n, 12000, "duplicates are allowed");
+	free(s.got);
+	tap_ring_close(r, true);
+}
+
 Test(kafka, compression_and_extra_properties_are_used)
 {
 	struct tap_ring *r;
