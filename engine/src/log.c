@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "eng/log.h"
+#include "tap/log.h"
 
 enum eng_log_level eng_log_threshold = ENG_LOG_INFO;
 
@@ -15,34 +16,13 @@ static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 void eng_log(enum eng_log_level level, const char *msg, const char *fields, ...)
 {
-	char line[2048];
-	struct timespec ts;
-	struct tm tm;
-	size_t n;
-	int ret;
 	va_list ap;
 
 	if (level > eng_log_threshold)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-	ret = snprintf(line + n, sizeof(line) - n, ".%03ldZ level=%s msg=\"%s\"",
-		       ts.tv_nsec / 1000000, eng_log_level_name(level), msg);
-	n += ret > 0 ? (size_t)ret : 0;
-	if (fields[0] != '\0' && n < sizeof(line) - 2) {
-		line[n++] = ' ';
-		va_start(ap, fields);
-		ret = vsnprintf(line + n, sizeof(line) - n, fields, ap);
-		va_end(ap);
-		n += ret > 0 ? (size_t)ret : 0;
-	}
-	/* Truncated lines still end in a newline. */
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	line[n++] = '\n';
-	while (write(STDERR_FILENO, line, n) == -1 && errno == EINTR)
-		;
+	va_start(ap, fields);
+	tap_log_vwrite(eng_log_level_name(level), msg, NULL, fields, ap);
+	va_end(ap);
 }
 
 bool eng_ratelimit_ok(struct eng_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms,

@@ -58,6 +58,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tap/log.h"
+
 extern char **environ;
 
 #define PROG "sidetap-init"
@@ -136,37 +138,13 @@ static const struct family fam6 = { AF_INET6, "ipv6", "ip6tables-restore", "ip6t
 enum { LOG_ERR, LOG_WARN, LOG_INFO };
 
 static void logkv(int level, const char *msg, const char *fields, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* One key=value line on stderr, in sidetap's format. */
-static void logkv(int level, const char *msg, const char *fields, ...)
 {
 	static const char *const names[] = { "error", "warn", "info" };
-	char line[4096];
-	struct timespec ts;
-	struct tm tm;
-	size_t n;
-	int ret;
 	va_list ap;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-	ret = snprintf(line + n, sizeof(line) - n, ".%03ldZ level=%s msg=\"%s\" component=init",
-		       ts.tv_nsec / 1000000, names[level], msg);
-	n += ret > 0 ? (size_t)ret : 0;
-	if (fields[0] != '\0' && n < sizeof(line) - 2) {
-		line[n++] = ' ';
-		va_start(ap, fields);
-		ret = vsnprintf(line + n, sizeof(line) - n, fields, ap);
-		va_end(ap);
-		n += ret > 0 ? (size_t)ret : 0;
-	}
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	line[n++] = '\n';
-	while (write(STDERR_FILENO, line, n) == -1 && errno == EINTR)
-		;
+	va_start(ap, fields);
+	tap_log_vwrite(names[level], msg, "init", fields, ap);
+	va_end(ap);
 }
 
 /*

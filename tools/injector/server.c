@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "tap/log.h"
 
 #define HEAD_MAX 16384 /* request line and headers */
 #define IO_TIMEOUT_S 10 /* for each read or write within a request */
@@ -44,32 +45,13 @@ int inj_log_level = INJ_LOG_INFO;
 void inj_log(int level, const char *msg, const char *fields, ...)
 {
 	static const char *const names[] = { "error", "warn", "info", "debug" };
-	char line[2048];
-	struct timespec ts;
-	struct tm tm;
-	size_t n;
 	va_list ap;
 
 	if (level > inj_log_level)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n,
-			      ".%03ldZ level=%s msg=\"%s\" component=injector ",
-			      ts.tv_nsec / 1000000, names[level], msg);
 	va_start(ap, fields);
-	if (n < sizeof(line))
-		n += (size_t)vsnprintf(line + n, sizeof(line) - n, fields, ap);
+	tap_log_vwrite(names[level], msg, "injector", fields, ap);
 	va_end(ap);
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	while (n && line[n - 1] == ' ')
-		n--;
-	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0) {
-		/* Nothing better to do with a failed log write. */
-	}
 }
 
 /* counters for /metrics */

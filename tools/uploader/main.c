@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "tap/frame.h"
+#include "tap/log.h"
 #include "tap/ring.h"
 #include "tap/sink.h"
 #include "upl.h"
@@ -53,30 +54,13 @@ static int verbose_level = UPL_LOG_INFO;
 void upl_log(int level, const char *msg, const char *fmt, ...)
 {
 	static const char *const names[] = { "error", "warn", "info", "debug" };
-	char line[2048];
-	struct timespec ts;
-	struct tm tm;
-	size_t n;
 	va_list ap;
 
 	if (level > verbose_level)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n,
-			      ".%03ldZ level=%s msg=\"%s\" component=uploader ",
-			      ts.tv_nsec / 1000000, names[level], msg);
 	va_start(ap, fmt);
-	if (n < sizeof(line))
-		n += (size_t)vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	tap_log_vwrite(names[level], msg, "uploader", fmt, ap);
 	va_end(ap);
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0) {
-		/* Nothing better to do with a failed log write. */
-	}
 }
 
 void upl_set_error(struct upl *u, const char *fmt, ...)
