@@ -685,7 +685,8 @@ static void on_connect(struct eng_conn *c, int res)
 	eng__touch(c);
 	/* A listener that unwraps TLS holds the client's first bytes until they are known. */
 	if (eng__tls_wanted(c) && eng__tls_start(c) == 0) {
-		dir_start(c, ENG_U2C);
+		/* The copy path, even with --forward splice: the upstream's bytes may be TLS. */
+		recv_arm(c, ENG_U2C);
 		return;
 	}
 	dir_start(c, ENG_C2U);

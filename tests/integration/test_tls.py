@@ -419,6 +419,24 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(tx, 4, "sides handed to the kernel")
         self.assertEqual(fallbacks, 0)
 
+    def test_unwrap_with_splice_forwarding_and_capture_off(self):
+        # Nothing of an unwrapped connection may bypass its TLS sessions on the splice path.
+        st = self.unwrap(self.good.port, "--forward=splice", "--capture=off")
+        try:
+            out = os.path.join(self.d, "big-splice.out")
+            r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out, "rb") as a, open(self.good.big, "rb") as b:
+                self.assertEqual(hashlib.sha256(a.read()).digest(),
+                                 hashlib.sha256(b.read()).digest(), "download corrupted")
+            r = curl(st.port, "api.example.test", self.ca, "/echo?s=1", "-d", "x=1")
+            self.assertEqual(r.stdout, b"POST /echo?s=1\n", r.stderr)
+            self.assertEqual(st.metric('sidetap_tls_unwrapped_total{listener="outbound"}'), 2)
+            st.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(st.proc.wait(timeout=30), 0, st.read_log())
+        finally:
+            st.close()
+
     def check_refused(self, crt, key, why, name="api.example.test"):
         """An upstream presenting <crt>: the app's handshake fails, nothing reaches the upstream."""
         bad = Nginx(self.d, crt, key)
