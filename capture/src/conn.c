@@ -19,6 +19,7 @@ void tap_conn_cfg_default(struct tap_conn_cfg *cfg)
 	cfg->header_limit = TAP_CONN_DEF_HEADER_LIMIT;
 	cfg->max_pending = TAP_CONN_DEF_MAX_PENDING;
 	cfg->tcp_chunk = TAP_CONN_DEF_TCP_CHUNK;
+	cfg->redact = true;
 }
 
 struct tap_conn *tap_conn_new(const struct tap_conn_cfg *cfg, tap_emit_cb emit, void *ctx)

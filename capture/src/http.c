@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -442,6 +443,85 @@ static uint32_t msg_export(const struct msg *m, bool is_req, struct tap_http_msg
 	return m->flags & MSG_HEAD_TRUNC || n < m->nhdrs ? TAP_HTTP_F_HEADERS_TRUNCATED : 0;
 }
 
+static bool name_is(const char *p, size_t len, const char *const *names)
+{
+	for (; *names; names++)
+		if (strlen(*names) == len && strncasecmp(p, *names, len) == 0)
+			return true;
+	return false;
+}
+
+static const char *const secret_headers[] = {
+	"authorization", "proxy-authorization",	 "cookie", "set-cookie", "x-api-key",
+	"x-auth-token",	 "x-amz-security-token", NULL
+};
+
+static const char *const secret_params[] = {
+	"token", "access_token",    "refresh_token",	"id_token", "api_key",	     "apikey",
+	"key",	 "password",	    "passwd",		"secret",   "client_secret", "signature",
+	"sig",	 "x-amz-signature", "x-amz-credential", NULL
+};
+
+static const struct tap_str redacted = { TAP_REDACTED, sizeof(TAP_REDACTED) - 1 };
+
+/* Replaces the values of the credential headers among <n> at <hdrs> (tap/conn.h). */
+static void redact_headers(struct tap_header *hdrs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (name_is(hdrs[i].name.p, hdrs[i].name.len, secret_headers))
+			hdrs[i].value = redacted;
+}
+
+/*
+ * <target> with the values of credential query parameters replaced, in a new
+ * buffer that <target> then points to (the caller frees the return value), or
+ * NULL when it has none (or no memory: then the whole query goes).
+ */
+static char *redact_target(struct tap_str *target)
+{
+	const char *q, *end = target->p + target->len;
+	bool changed = false;
+	size_t room, n;
+	char *buf;
+
+	if (!target->len || !(q = memchr(target->p, '?', target->len)))
+		return NULL;
+	/* Each value may grow to the placeholder. */
+	room = target->len + (target->len / 2 + 1) * redacted.len;
+	buf = malloc(room);
+	if (!buf) {
+		target->len = (uint32_t)(q - target->p + 1);
+		return NULL;
+	}
+	n = (size_t)(q - target->p) + 1;
+	memcpy(buf, target->p, n);
+	for (const char *s = q + 1; s < end;) {
+		const char *amp = memchr(s, '&', (size_t)(end - s)), *e = amp ? amp : end;
+		const char *eq = memchr(s, '=', (size_t)(e - s));
+
+		if (eq && name_is(s, (size_t)(eq - s), secret_params)) {
+			memcpy(buf + n, s, (size_t)(eq - s) + 1);
+			n += (size_t)(eq - s) + 1;
+			memcpy(buf + n, redacted.p, redacted.len);
+			n += redacted.len;
+			changed = true;
+		} else {
+			memcpy(buf + n, s, (size_t)(e - s));
+			n += (size_t)(e - s);
+		}
+		if (amp)
+			buf[n++] = '&';
+		s = e + 1;
+	}
+	if (!changed) {
+		free(buf);
+		return NULL;
+	}
+	target->p = buf;
+	target->len = (uint32_t)n;
+	return buf;
+}
+
 /* Emits <p> as an http frame, adding <flags> (with DESYNC, at <desync_dir>/<desync_off>). */
 static void emit_pair(struct tap_conn *tc, struct pair *p, uint32_t flags, enum tap_dir desync_dir,
 		      uint64_t desync_off, uint64_t ts)
@@ -450,6 +530,7 @@ static void emit_pair(struct tap_conn *tc, struct pair *p, uint32_t flags, enum 
 	struct tap_header *hdrs[2] = { stack_hdrs[0], stack_hdrs[1] };
 	uint32_t room[2] = { HDRS_ON_STACK, HDRS_ON_STACK };
 	const struct msg *m[2] = { &p->req, &p->resp };
+	char *target = NULL;
 	struct tap_frame f;
 
 	memset(&f, 0, sizeof(f));
@@ -484,7 +565,13 @@ static void emit_pair(struct tap_conn *tc, struct pair *p, uint32_t flags, enum 
 		f.http.desync_dir = desync_dir;
 		f.http.desync_off = desync_off;
 	}
+	if (tc->cfg->redact) {
+		redact_headers(hdrs[0], f.http.req.nheaders);
+		redact_headers(hdrs[1], f.http.resp.nheaders);
+		target = redact_target(&f.http.req.target);
+	}
 	tc->emit(tc->ctx, &f);
+	free(target);
 	for (int i = 0; i < 2; i++)
 		if (hdrs[i] != stack_hdrs[i])
 			free(hdrs[i]);

@@ -40,6 +40,7 @@ int eng__cap_engine_open(struct eng_engine *e)
 	tap_conn_cfg_default(&e->tap_cfg);
 	e->tap_cfg.body_limit = cfg->capture_body_limit;
 	e->tap_cfg.header_limit = cfg->capture_header_limit;
+	e->tap_cfg.redact = cfg->capture_redact;
 	/* Two sidetaps on one ring would take each other's frames: refuse the second. */
 	if (tap_ring_open(cfg->ring_path, &old, err, sizeof(err)) == 0) {
 		pid_t pid = (pid_t)tap_ring_producer_pid(old);

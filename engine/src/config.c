@@ -241,6 +241,11 @@ static int set_capture(struct eng_config *c, const char *v, const char **why)
 	return set_onoff(&c->capture, v, why);
 }
 
+static int set_capture_redact(struct eng_config *c, const char *v, const char **why)
+{
+	return set_onoff(&c->capture_redact, v, why);
+}
+
 static int set_body_limit(struct eng_config *c, const char *v, const char **why)
 {
 	uint64_t n;
@@ -559,6 +564,8 @@ static const struct opt opts[] = {
 	  "bytes of each HTTP body kept; longer bodies are truncated (and flagged), not dropped" },
 	{ "capture-header-limit", "BYTES", "64K", set_header_limit,
 	  "bytes of each HTTP message's head kept; further headers are left out (and flagged)" },
+	{ "capture-redact", "on|off", "on", set_capture_redact,
+	  "replace credentials (Authorization, Cookie, ?token=...) in frames with [redacted]" },
 	{ "ring", "PATH", "/dev/shm/sidetap.ring", set_ring,
 	  "shared-memory ring file between sidetap and sidetap-uploader" },
 	{ "ring-size", "BYTES", "32M", set_ring_size,

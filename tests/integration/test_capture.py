@@ -535,6 +535,58 @@ class Recorder(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
+class RedactionTest(unittest.TestCase):
+    """TESTPLAN X1: credentials are forwarded as they are but never enter the ring."""
+
+    REQUEST = (b"GET /login?user=bob&token=CANARY-Q1 HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer CANARY-H1\r\nProxy-Authorization: Basic CANARY-H2\r\n"
+               b"Cookie: sid=CANARY-H3\r\nX-Api-Key: CANARY-H4\r\n\r\n")
+
+    def captured(self, *flags):
+        """Sends REQUEST through sidetap; returns what the upstream got and the ring and sink
+        files' bytes."""
+        server = Recorder(("127.0.0.1", 0), Recorder.Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        Recorder.seen.clear()
+        st = Sidetap(self, server.server_address[1], *flags)
+        try:
+            with socket.create_connection(("127.0.0.1", st.port)) as c:
+                c.sendall(self.REQUEST)
+                c.shutdown(socket.SHUT_WR)
+                while c.recv(65536):
+                    pass
+            self.assertTrue(harness.wait_for(lambda: Recorder.seen, 5))
+            frames = st.stop()
+            stored = b""
+            for root, _, files in os.walk(st.dir):
+                for name in files:
+                    if name != "sidetap.log":
+                        with open(os.path.join(root, name), "rb") as f:
+                            stored += f.read()
+        finally:
+            st.close()
+        self.assertEqual(len(http_frames(frames)), 1)
+        return Recorder.seen[0], stored
+
+    def test_credentials_are_forwarded_but_never_stored(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        seen, stored = self.captured()
+        self.assertEqual(seen, self.REQUEST, "forwarding changed the request")
+        self.assertGreater(len(stored), 0)
+        self.assertNotIn(b"CANARY", stored, "a credential reached the ring or the sink")
+        self.assertIn(b"/login?user=bob&token=[redacted]", stored)
+
+    def test_capture_redact_off_stores_them(self):
+        if msgpack is None:
+            self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
+        _, stored = self.captured("--capture-redact=off")
+        for canary in (b"CANARY-Q1", b"CANARY-H1", b"CANARY-H2", b"CANARY-H3", b"CANARY-H4"):
+            self.assertIn(canary, stored)
+
+
 # TESTPLAN P4: framing that proxies and servers may read differently (request smuggling).
 SMUGGLING = {
     "cl_and_te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"

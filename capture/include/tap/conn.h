@@ -20,9 +20,19 @@ struct tap_conn_cfg {
 	uint32_t header_limit; /* bytes of each message's head kept (--capture-header-limit) */
 	uint32_t max_pending; /* pipelined requests waiting for a response before capture desyncs */
 	uint32_t tcp_chunk; /* largest data of one tcp frame; longer slices are split */
+	bool redact; /* credentials in headers and query strings never reach a frame */
 };
 
-/* Defaults: 1 MiB bodies, 64 KiB heads, 64 pending requests, 64 KiB tcp chunks. */
+/*
+ * What redaction replaces: the values of Authorization, Proxy-Authorization,
+ * Cookie, Set-Cookie, X-Api-Key, X-Auth-Token and X-Amz-Security-Token, and
+ * of query parameters named token, access_token, refresh_token, id_token,
+ * api_key, apikey, key, password, passwd, secret, client_secret, signature,
+ * sig, X-Amz-Signature and X-Amz-Credential (names compared case-insensitively).
+ */
+#define TAP_REDACTED "[redacted]"
+
+/* Defaults: 1 MiB bodies, 64 KiB heads, 64 pending requests, 64 KiB tcp chunks, redaction on. */
 void tap_conn_cfg_default(struct tap_conn_cfg *cfg);
 
 /*

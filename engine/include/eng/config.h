@@ -62,6 +62,7 @@ struct eng_config {
 	unsigned max_connections; /* per worker */
 	unsigned splice_threshold; /* auto: bytes a direction moves before it may splice */
 	bool capture;
+	bool capture_redact; /* credentials in headers and query strings replaced in frames */
 	unsigned capture_body_limit; /* bytes of each HTTP body kept */
 	unsigned capture_header_limit; /* bytes of each HTTP message head kept */
 	char ring_path[256];

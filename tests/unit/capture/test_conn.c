@@ -1002,3 +1002,57 @@ Test(tap_conn, memory_bounded_by_limits_and_pending)
 	tap_conn_free(tc);
 	no_leaks();
 }
+
+/* TESTPLAN X1: credentials in headers and query strings never reach a frame, whatever slicing. */
+Test(tap_conn, credentials_are_redacted_before_the_frame)
+{
+	static const char req[] =
+		"GET /a?user=bob&token=CANARY1&Access_Token=CANARY2&x=1&sig=CANARY3 HTTP/1.1\r\n"
+		"Host: h\r\nauthorization: Bearer CANARY4\r\nCookie: s=CANARY5\r\n"
+		"X-Api-Key: CANARY6\r\nX-Trace: keep\r\n\r\n";
+	static const char resp[] =
+		"HTTP/1.1 200 OK\r\nSet-Cookie: s=CANARY7\r\nContent-Length: 2\r\n\r\nok";
+	const size_t steps[] = { 1, 7, sizeof(req) };
+
+	for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+		struct conn_fixture fx;
+		char *text;
+
+		fx_init(&fx);
+		for (size_t off = 0; off < sizeof(req) - 1; off += steps[k])
+			tap_conn_feed(fx.tc, TAP_C2U, req + off,
+				      off + steps[k] < sizeof(req) - 1 ? steps[k] :
+									 sizeof(req) - 1 - off,
+				      1);
+		fx_feed(&fx, TAP_U2C, resp, 2);
+		text = fx_end(&fx, 3);
+		cr_expect_null(strstr(text, "CANARY"), "step %zu: a secret got through:\n%s",
+			       steps[k], text);
+		cr_expect(strstr(text, "\"/a?user=bob&token=[redacted]&Access_Token=[redacted]&x=1"
+				       "&sig=[redacted]\""),
+			  "%s", text);
+		cr_expect(strstr(text, "h \"authorization\" \"[redacted]\""), "%s", text);
+		cr_expect(strstr(text, "h \"Set-Cookie\" \"[redacted]\""), "%s", text);
+		cr_expect(strstr(text, "h \"X-Trace\" \"keep\""), "other headers are kept: %s",
+			  text);
+		free(text);
+		fx_fini(&fx);
+	}
+	no_leaks();
+}
+
+Test(tap_conn, redaction_off_keeps_credentials)
+{
+	struct conn_fixture fx;
+	char *text;
+
+	fx_init(&fx);
+	fx.cfg.redact = false;
+	fx_feed(&fx, TAP_C2U, "GET /?token=t1 HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n", 1);
+	text = fx_end(&fx, 2);
+	cr_expect(strstr(text, "\"/?token=t1\""), "%s", text);
+	cr_expect(strstr(text, "h \"Authorization\" \"Basic x\""), "%s", text);
+	free(text);
+	fx_fini(&fx);
+	no_leaks();
+}
