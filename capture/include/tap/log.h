@@ -15,6 +15,6 @@
  * 4 KiB, always ending in a newline.
  */
 void tap_log_vwrite(const char *level, const char *msg, const char *component, const char *fields,
-		    va_list ap);
+		    va_list ap) __attribute__((format(printf, 4, 0)));
 
 #endif
