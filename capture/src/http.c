@@ -462,6 +462,12 @@ static const char *const secret_params[] = {
 	"sig",	 "x-amz-signature", "x-amz-credential", NULL
 };
 
+/* JSON members whose string values are credentials (names in any case: apiKey, ApiKey...). */
+static const char *const secret_json_keys[] = { "token",	 "access_token",  "refresh_token",
+						"id_token",	 "api_key",	  "apikey",
+						"password",	 "passwd",	  "secret",
+						"client_secret", "authorization", NULL };
+
 static const struct tap_str redacted = { TAP_REDACTED, sizeof(TAP_REDACTED) - 1 };
 
 /* Replaces the values of the credential headers among <n> at <hdrs> (tap/conn.h). */
@@ -472,6 +478,124 @@ static void redact_headers(struct tap_header *hdrs, uint32_t n)
 			hdrs[i].value = redacted;
 }
 
+/* Room for <len> bytes whose values may each grow to the placeholder. */
+static size_t redact_room(size_t len)
+{
+	return len + (len / 2 + 1) * redacted.len;
+}
+
+/*
+ * Writes the replacement of a <len>-byte value at <out>: the placeholder, or
+ * with <mask> as many '*' (a body keeps its length: its frame gives its size).
+ * Returns the bytes written.
+ */
+static size_t put_redacted(char *out, size_t len, bool mask)
+{
+	if (mask) {
+		memset(out, '*', len);
+		return len;
+	}
+	memcpy(out, redacted.p, redacted.len);
+	return redacted.len;
+}
+
+/*
+ * Copies <len> bytes of name=value&... parameters at <s> to <out> (with
+ * redact_room(len) bytes), the values of credential ones replaced (see
+ * put_redacted()). Returns the bytes written; sets *<changed> when a value
+ * was replaced.
+ */
+static size_t redact_params(const char *s, size_t len, char *out, bool mask, bool *changed)
+{
+	const char *end = s + len;
+	size_t n = 0;
+
+	while (s < end) {
+		const char *amp = memchr(s, '&', (size_t)(end - s)), *e = amp ? amp : end;
+		const char *eq = memchr(s, '=', (size_t)(e - s));
+
+		if (eq && name_is(s, (size_t)(eq - s), secret_params)) {
+			memcpy(out + n, s, (size_t)(eq - s) + 1);
+			n += (size_t)(eq - s) + 1;
+			n += put_redacted(out + n, (size_t)(e - eq - 1), mask);
+			*changed = true;
+		} else {
+			memcpy(out + n, s, (size_t)(e - s));
+			n += (size_t)(e - s);
+		}
+		if (amp)
+			out[n++] = '&';
+		s = e + 1;
+	}
+	return n;
+}
+
+/* The end of the JSON string that starts at <s> (a quote), past its closing quote, or <end>. */
+static const char *json_string_end(const char *s, const char *end)
+{
+	for (s++; s < end; s++) {
+		if (*s == '\\')
+			s++;
+		else if (*s == '"')
+			return s + 1;
+	}
+	return end;
+}
+
+static const char *json_space(const char *s, const char *end)
+{
+	while (s < end && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'))
+		s++;
+	return s;
+}
+
+/*
+ * Copies the JSON text at <s> to <out> (<len> bytes), the insides of the
+ * string values of members with a credential name masked with '*' (a value
+ * cut short by the body limit too). Not a validator: anything else is copied.
+ */
+static size_t redact_json(const char *s, size_t len, char *out, bool *changed)
+{
+	const char *end = s + len;
+	size_t n = 0;
+
+	while (s < end) {
+		const char *key_end, *colon, *v;
+
+		if (*s != '"') {
+			out[n++] = *s++;
+			continue;
+		}
+		key_end = json_string_end(s, end);
+		memcpy(out + n, s, (size_t)(key_end - s));
+		n += (size_t)(key_end - s);
+		colon = json_space(key_end, end);
+		if (colon == end || *colon != ':' || key_end - s < 2 ||
+		    !name_is(s + 1, (size_t)(key_end - s - 2), secret_json_keys)) {
+			s = key_end;
+			continue;
+		}
+		v = json_space(colon + 1, end);
+		memcpy(out + n, key_end, (size_t)(v - key_end));
+		n += (size_t)(v - key_end);
+		s = v;
+		if (v < end && *v == '"') {
+			const char *v_end = json_string_end(v, end);
+			/* A value cut short has no closing quote to keep. */
+			size_t inner =
+				(size_t)(v_end - v) - (v_end[-1] == '"' && v_end - v > 1 ? 2 : 1);
+
+			out[n++] = '"';
+			n += put_redacted(out + n, inner, true);
+			if ((size_t)(v_end - v) > inner + 1)
+				out[n++] = '"';
+			s = v_end;
+			*changed = true;
+		}
+	}
+	return n;
+}
+
 /*
  * <target> with the values of credential query parameters replaced, in a new
  * buffer that <target> then points to (the caller frees the return value), or
@@ -479,46 +603,65 @@ static void redact_headers(struct tap_header *hdrs, uint32_t n)
  */
 static char *redact_target(struct tap_str *target)
 {
-	const char *q, *end = target->p + target->len;
 	bool changed = false;
-	size_t room, n;
+	const char *q;
+	size_t n;
 	char *buf;
 
 	if (!target->len || !(q = memchr(target->p, '?', target->len)))
 		return NULL;
-	/* Each value may grow to the placeholder. */
-	room = target->len + (target->len / 2 + 1) * redacted.len;
-	buf = malloc(room);
+	buf = malloc(redact_room(target->len));
 	if (!buf) {
 		target->len = (uint32_t)(q - target->p + 1);
 		return NULL;
 	}
 	n = (size_t)(q - target->p) + 1;
 	memcpy(buf, target->p, n);
-	for (const char *s = q + 1; s < end;) {
-		const char *amp = memchr(s, '&', (size_t)(end - s)), *e = amp ? amp : end;
-		const char *eq = memchr(s, '=', (size_t)(e - s));
-
-		if (eq && name_is(s, (size_t)(eq - s), secret_params)) {
-			memcpy(buf + n, s, (size_t)(eq - s) + 1);
-			n += (size_t)(eq - s) + 1;
-			memcpy(buf + n, redacted.p, redacted.len);
-			n += redacted.len;
-			changed = true;
-		} else {
-			memcpy(buf + n, s, (size_t)(e - s));
-			n += (size_t)(e - s);
-		}
-		if (amp)
-			buf[n++] = '&';
-		s = e + 1;
-	}
+	n += redact_params(q + 1, target->len - n, buf + n, false, &changed);
 	if (!changed) {
 		free(buf);
 		return NULL;
 	}
 	target->p = buf;
 	target->len = (uint32_t)n;
+	return buf;
+}
+
+/*
+ * <m>'s body with credential values masked when its Content-Type says it is a
+ * form or JSON, in a new buffer of the same length as redact_target(); other
+ * bodies are kept.
+ */
+static char *redact_body(struct tap_http_msg *m)
+{
+	const struct tap_str *ct = NULL;
+	bool changed = false, json;
+	size_t n;
+	char *buf;
+
+	for (uint32_t i = 0; i < m->nheaders; i++)
+		if (name_is(m->headers[i].name.p, m->headers[i].name.len,
+			    (const char *const[]){ "content-type", NULL }))
+			ct = &m->headers[i].value;
+	if (!m->body.len || !ct)
+		return NULL;
+	json = memmem(ct->p, ct->len, "json", 4) != NULL;
+	if (!json && (ct->len < 33 || strncasecmp(ct->p, "application/x-www-form-urlencoded", 33)))
+		return NULL;
+	buf = malloc(m->body.len);
+	if (!buf) {
+		/* Never the body unredacted. */
+		m->body.len = 0;
+		return NULL;
+	}
+	n = json ? redact_json(m->body.p, m->body.len, buf, &changed) :
+		   redact_params(m->body.p, m->body.len, buf, true, &changed);
+	if (!changed) {
+		free(buf);
+		return NULL;
+	}
+	m->body.p = buf;
+	m->body.len = (uint32_t)n;
 	return buf;
 }
 
@@ -530,7 +673,7 @@ static void emit_pair(struct tap_conn *tc, struct pair *p, uint32_t flags, enum 
 	struct tap_header *hdrs[2] = { stack_hdrs[0], stack_hdrs[1] };
 	uint32_t room[2] = { HDRS_ON_STACK, HDRS_ON_STACK };
 	const struct msg *m[2] = { &p->req, &p->resp };
-	char *target = NULL;
+	char *target = NULL, *body[2] = { NULL, NULL };
 	struct tap_frame f;
 
 	memset(&f, 0, sizeof(f));
@@ -569,9 +712,13 @@ static void emit_pair(struct tap_conn *tc, struct pair *p, uint32_t flags, enum 
 		redact_headers(hdrs[0], f.http.req.nheaders);
 		redact_headers(hdrs[1], f.http.resp.nheaders);
 		target = redact_target(&f.http.req.target);
+		body[0] = redact_body(&f.http.req);
+		body[1] = f.http.has_resp ? redact_body(&f.http.resp) : NULL;
 	}
 	tc->emit(tc->ctx, &f);
 	free(target);
+	free(body[0]);
+	free(body[1]);
 	for (int i = 0; i < 2; i++)
 		if (hdrs[i] != stack_hdrs[i])
 			free(hdrs[i]);

@@ -538,9 +538,12 @@ class Recorder(socketserver.ThreadingMixIn, socketserver.TCPServer):
 class RedactionTest(unittest.TestCase):
     """TESTPLAN X1: credentials are forwarded as they are but never enter the ring."""
 
-    REQUEST = (b"GET /login?user=bob&token=CANARY-Q1 HTTP/1.1\r\nHost: x\r\n"
+    BODY = b'{"user": "bob", "password": "CANARY-B1", "client": {"apiKey": "CANARY-B2"}}'
+    REQUEST = (b"POST /login?user=bob&token=CANARY-Q1 HTTP/1.1\r\nHost: x\r\n"
                b"Authorization: Bearer CANARY-H1\r\nProxy-Authorization: Basic CANARY-H2\r\n"
-               b"Cookie: sid=CANARY-H3\r\nX-Api-Key: CANARY-H4\r\n\r\n")
+               b"Cookie: sid=CANARY-H3\r\nX-Api-Key: CANARY-H4\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(BODY), BODY))
 
     def captured(self, *flags):
         """Sends REQUEST through sidetap; returns what the upstream got and the ring and sink
@@ -578,12 +581,14 @@ class RedactionTest(unittest.TestCase):
         self.assertGreater(len(stored), 0)
         self.assertNotIn(b"CANARY", stored, "a credential reached the ring or the sink")
         self.assertIn(b"/login?user=bob&token=[redacted]", stored)
+        self.assertIn(b'"password": "*********"', stored)
 
     def test_capture_redact_off_stores_them(self):
         if msgpack is None:
             self.skipTest("python3-msgpack is missing (apt-get install python3-msgpack)")
         _, stored = self.captured("--capture-redact=off")
-        for canary in (b"CANARY-Q1", b"CANARY-H1", b"CANARY-H2", b"CANARY-H3", b"CANARY-H4"):
+        for canary in (b"CANARY-Q1", b"CANARY-H1", b"CANARY-H2", b"CANARY-H3", b"CANARY-H4",
+                       b"CANARY-B1", b"CANARY-B2"):
             self.assertIn(canary, stored)
 
 

@@ -1056,3 +1056,66 @@ Test(tap_conn, redaction_off_keeps_credentials)
 	fx_fini(&fx);
 	no_leaks();
 }
+
+/* Form and JSON bodies: the credential values go, the rest stays, whatever the slicing. */
+Test(tap_conn, credentials_in_form_and_json_bodies_are_redacted)
+{
+	static const char form[] = "POST /login HTTP/1.1\r\nContent-Type: application/x-www-form-"
+				   "urlencoded\r\nContent-Length: 40\r\n\r\n"
+				   "user=bob&password=CANARY1&remember=yes&x";
+	static const char json_resp[] =
+		"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+		"Transfer-Encoding: chunked\r\n\r\n"
+		"40\r\n{\"user\":\"bob\", \"apiKey\" : \"CANARY2\", \"note\":\"say \\\"token\\\": hi\",\r\n"
+		"2E\r\n \"nested\":{\"Access_Token\":\"CANARY3\\\"x\"},\"n\":1}\r\n0\r\n\r\n";
+	const size_t steps[] = { 1, 5, 1000 };
+
+	for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+		struct conn_fixture fx;
+		char *text;
+
+		fx_init(&fx);
+		for (size_t off = 0; off < sizeof(form) - 1; off += steps[k])
+			tap_conn_feed(fx.tc, TAP_C2U, form + off,
+				      off + steps[k] < sizeof(form) - 1 ? steps[k] :
+									  sizeof(form) - 1 - off,
+				      1);
+		for (size_t off = 0; off < sizeof(json_resp) - 1; off += steps[k])
+			tap_conn_feed(fx.tc, TAP_U2C, json_resp + off,
+				      off + steps[k] < sizeof(json_resp) - 1 ?
+					      steps[k] :
+					      sizeof(json_resp) - 1 - off,
+				      2);
+		text = fx_end(&fx, 3);
+		cr_expect_null(strstr(text, "CANARY"), "step %zu: a secret got through:\n%s",
+			       steps[k], text);
+		cr_expect(strstr(text, "user=bob&password=*******&remember=yes&x"), "%s", text);
+		/* conn_dump writes a quote as \x22, a backslash as \x5c. */
+		cr_expect(strstr(text, "\\x22apiKey\\x22 : \\x22*******\\x22"), "%s", text);
+		cr_expect(strstr(text, "\\x22Access_Token\\x22:\\x22**********\\x22}"), "%s", text);
+		cr_expect(strstr(text, "say \\x5c\\x22token\\x5c\\x22: hi"),
+			  "a string that only looks like a key is kept: %s", text);
+		free(text);
+		fx_fini(&fx);
+	}
+	no_leaks();
+}
+
+Test(tap_conn, a_json_secret_cut_by_the_body_limit_is_still_redacted)
+{
+	struct conn_fixture fx;
+	char *text;
+
+	fx_init(&fx);
+	fx.cfg.body_limit = 24;
+	fx_feed(&fx, TAP_C2U,
+		"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n"
+		"{\"password\": \"CANARY-LONG-SECRET\"}",
+		1);
+	text = fx_end(&fx, 2);
+	cr_expect_null(strstr(text, "CANARY"), "%s", text);
+	cr_expect(strstr(text, "truncated \"{\\x22password\\x22: \\x22**********\""), "%s", text);
+	free(text);
+	fx_fini(&fx);
+	no_leaks();
+}
