@@ -443,30 +443,53 @@ static uint32_t msg_export(const struct msg *m, bool is_req, struct tap_http_msg
 	return m->flags & MSG_HEAD_TRUNC || n < m->nhdrs ? TAP_HTTP_F_HEADERS_TRUNCATED : 0;
 }
 
-static bool name_is(const char *p, size_t len, const char *const *names)
+/* A name, with its length: the length is compared first, so most names cost one compare. */
+struct name {
+	const char *s;
+	size_t len;
+};
+
+#define NAME(lit)                    \
+	{                            \
+		lit, sizeof(lit) - 1 \
+	}
+
+static bool name_is(const char *p, size_t len, const struct name *names)
 {
-	for (; *names; names++)
-		if (strlen(*names) == len && strncasecmp(p, *names, len) == 0)
+	/* Lengths, then first letters (the names are lower case): most miss before strncasecmp. */
+	for (; names->s; names++)
+		if (names->len == len && (p[0] | 0x20) == names->s[0] &&
+		    strncasecmp(p, names->s, len) == 0)
 			return true;
 	return false;
 }
 
-static const char *const secret_headers[] = {
-	"authorization", "proxy-authorization",	 "cookie", "set-cookie", "x-api-key",
-	"x-auth-token",	 "x-amz-security-token", NULL
-};
+static const struct name secret_headers[] = { NAME("authorization"),
+					      NAME("proxy-authorization"),
+					      NAME("cookie"),
+					      NAME("set-cookie"),
+					      NAME("x-api-key"),
+					      NAME("x-auth-token"),
+					      NAME("x-amz-security-token"),
+					      { NULL, 0 } };
 
-static const char *const secret_params[] = {
-	"token", "access_token",    "refresh_token",	"id_token", "api_key",	     "apikey",
-	"key",	 "password",	    "passwd",		"secret",   "client_secret", "signature",
-	"sig",	 "x-amz-signature", "x-amz-credential", NULL
+static const struct name secret_params[] = {
+	NAME("token"),	  NAME("access_token"),	   NAME("refresh_token"),
+	NAME("id_token"), NAME("api_key"),	   NAME("apikey"),
+	NAME("key"),	  NAME("password"),	   NAME("passwd"),
+	NAME("secret"),	  NAME("client_secret"),   NAME("signature"),
+	NAME("sig"),	  NAME("x-amz-signature"), NAME("x-amz-credential"),
+	{ NULL, 0 }
 };
 
 /* JSON members whose string values are credentials (names in any case: apiKey, ApiKey...). */
-static const char *const secret_json_keys[] = { "token",	 "access_token",  "refresh_token",
-						"id_token",	 "api_key",	  "apikey",
-						"password",	 "passwd",	  "secret",
-						"client_secret", "authorization", NULL };
+static const struct name secret_json_keys[] = {
+	NAME("token"),	 NAME("access_token"),	NAME("refresh_token"), NAME("id_token"),
+	NAME("api_key"), NAME("apikey"),	NAME("password"),      NAME("passwd"),
+	NAME("secret"),	 NAME("client_secret"), NAME("authorization"), { NULL, 0 }
+};
+
+static const struct name content_type[] = { NAME("content-type"), { NULL, 0 } };
 
 static const struct tap_str redacted = { TAP_REDACTED, sizeof(TAP_REDACTED) - 1 };
 
@@ -530,6 +553,22 @@ static size_t redact_params(const char *s, size_t len, char *out, bool mask, boo
 	return n;
 }
 
+/* Whether the name=value&... parameters at <s> (<len> bytes) include a credential. */
+static bool has_secret_param(const char *s, size_t len)
+{
+	const char *end = s + len;
+
+	while (s < end) {
+		const char *amp = memchr(s, '&', (size_t)(end - s)), *e = amp ? amp : end;
+		const char *eq = memchr(s, '=', (size_t)(e - s));
+
+		if (eq && name_is(s, (size_t)(eq - s), secret_params))
+			return true;
+		s = e + 1;
+	}
+	return false;
+}
+
 /* The end of the JSON string that starts at <s> (a quote), past its closing quote, or <end>. */
 static const char *json_string_end(const char *s, const char *end)
 {
@@ -547,6 +586,22 @@ static const char *json_space(const char *s, const char *end)
 	while (s < end && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'))
 		s++;
 	return s;
+}
+
+/* Whether the JSON text at <s> has a member with a credential name (redact_json()'s test). */
+static bool json_has_secret(const char *s, size_t len)
+{
+	const char *end = s + len;
+
+	while ((s = memchr(s, '"', (size_t)(end - s)))) {
+		const char *key_end = json_string_end(s, end), *colon = json_space(key_end, end);
+
+		if (colon < end && *colon == ':' && key_end - s >= 2 &&
+		    name_is(s + 1, (size_t)(key_end - s - 2), secret_json_keys))
+			return true;
+		s = key_end;
+	}
+	return false;
 }
 
 /*
@@ -608,7 +663,8 @@ static char *redact_target(struct tap_str *target)
 	size_t n;
 	char *buf;
 
-	if (!target->len || !(q = memchr(target->p, '?', target->len)))
+	if (!target->len || !(q = memchr(target->p, '?', target->len)) ||
+	    !has_secret_param(q + 1, (size_t)(target->p + target->len - q - 1)))
 		return NULL;
 	buf = malloc(redact_room(target->len));
 	if (!buf) {
@@ -640,13 +696,14 @@ static char *redact_body(struct tap_http_msg *m)
 	char *buf;
 
 	for (uint32_t i = 0; i < m->nheaders; i++)
-		if (name_is(m->headers[i].name.p, m->headers[i].name.len,
-			    (const char *const[]){ "content-type", NULL }))
+		if (name_is(m->headers[i].name.p, m->headers[i].name.len, content_type))
 			ct = &m->headers[i].value;
 	if (!m->body.len || !ct)
 		return NULL;
 	json = memmem(ct->p, ct->len, "json", 4) != NULL;
-	if (!json && (ct->len < 33 || strncasecmp(ct->p, "application/x-www-form-urlencoded", 33)))
+	if (json ? !json_has_secret(m->body.p, m->body.len) :
+		   ct->len < 33 || strncasecmp(ct->p, "application/x-www-form-urlencoded", 33) ||
+			    !has_secret_param(m->body.p, m->body.len))
 		return NULL;
 	buf = malloc(m->body.len);
 	if (!buf) {
