@@ -289,7 +289,7 @@ class TlsTest(unittest.TestCase):
             r = curl(st.port, "api.example.test", self.ca)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout, b"hello over tls\n")
-            r = curl(st.port, "api.example.test", self.ca, "/echo?x=1", "-d", "secret=1")
+            r = curl(st.port, "api.example.test", self.ca, "/echo?x=1", "-d", "item=1")
             self.assertEqual(r.stdout, b"POST /echo?x=1\n")
             self.assertEqual(st.metric('sidetap_tls_unwrapped_total{listener="outbound"}'), 2)
             # The second connection resumed the first one's session with the upstream.
@@ -301,7 +301,7 @@ class TlsTest(unittest.TestCase):
         pairs = [f for f in frames if f["type"] == "http"]
         self.assertEqual(sorted(p["req"]["target"] for p in pairs), ["/echo?x=1", "/hello"])
         post = [p for p in pairs if p["req"]["method"] == "POST"][0]
-        self.assertEqual(post["req"]["body"], b"secret=1", "plaintext captured")
+        self.assertEqual(post["req"]["body"], b"item=1", "plaintext captured")
         self.assertEqual(post["resp"]["body"], b"POST /echo?x=1\n")
         self.assertEqual(post["tls"]["sni"], "api.example.test")
         self.assertIn(post["tls"]["version"], ("TLS1.2", "TLS1.3"), post["tls"])
