@@ -262,7 +262,12 @@ Test(netns, own_connect_redirected_back_is_closed_not_multiplied)
 	usleep(300 * 1000);
 	cr_assert_eq(pod_metric("sidetap_connections_accepted_total{listener=\"outbound\"}"),
 		     accepted);
-	cr_assert_lt(sidetap_fds(), fds + 4, "descriptors grew from %d", fds);
+	/* Closing ends with completions: give a busy machine a moment before counting. */
+	for (int i = 0; i < 30 && pod_metric("sidetap_connections_active{listener=\"outbound\"}");
+	     i++)
+		usleep(100 * 1000);
 	cr_assert_eq(pod_metric("sidetap_connections_active{listener=\"outbound\"}"), 0);
+	/* A loop would hold hundreds; a few may come and go (admin scrapes, pipes). */
+	cr_assert_lt(sidetap_fds(), fds + 8, "descriptors grew from %d", fds);
 	free(a);
 }
