@@ -91,3 +91,17 @@ class Sidetap:
             self.proc.wait()
         self.logf.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def two_namespaces(pod, remote, veth, pod_ip, remote_ip):
+    """Creates network namespaces <pod> and <remote> joined by the veth pair <veth>a/<veth>b,
+    with <pod_ip>/24 and <remote_ip>/24 on them and loopback up (root; raises on failure)."""
+    subprocess.run(
+        "ip netns add {p} && ip netns add {r} && "
+        "ip link add {v}a type veth peer name {v}b && "
+        "ip link set {v}a netns {p} && ip link set {v}b netns {r} && "
+        "ip -n {p} addr add {pi}/24 dev {v}a && ip -n {p} link set {v}a up && "
+        "ip -n {p} link set lo up && "
+        "ip -n {r} addr add {ri}/24 dev {v}b && ip -n {r} link set {v}b up && "
+        "ip -n {r} link set lo up".format(p=pod, r=remote, v=veth, pi=pod_ip, ri=remote_ip),
+        shell=True, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

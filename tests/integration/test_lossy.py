@@ -86,14 +86,7 @@ class LossyLinkTest(unittest.TestCase):
         cls.d = tempfile.mkdtemp(prefix="sidetap-lossy-")
         cls.echo = None
         try:
-            sh("ip netns add {p} && ip netns add {r} && "
-               "ip link add {v}a type veth peer name {v}b && "
-               "ip link set {v}a netns {p} && ip link set {v}b netns {r} && "
-               "ip -n {p} addr add {pi}/24 dev {v}a && ip -n {p} link set {v}a up && "
-               "ip -n {p} link set lo up && "
-               "ip -n {r} addr add {ri}/24 dev {v}b && ip -n {r} link set {v}b up && "
-               "ip -n {r} link set lo up".format(p=cls.pod, r=cls.remote, v=veth, pi=POD_IP,
-                                                  ri=REMOTE_IP))
+            harness.two_namespaces(cls.pod, cls.remote, veth, POD_IP, REMOTE_IP)
             # 2% of the packets lost each way, and 200 Mbit/s with a short queue.
             for ns, dev in ((cls.pod, veth + "a"), (cls.remote, veth + "b")):
                 sh("ip netns exec %s iptables -A INPUT -i %s -m statistic --mode random "

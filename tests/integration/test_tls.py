@@ -283,6 +283,15 @@ class TlsTest(unittest.TestCase):
                                                                                    "ca.key"),
                        "--tls-upstream-ca=" + self.pki.ca + ".crt", *flags)
 
+    def download_big(self, st, name):
+        """/big through <st>, compared with the origin's file by digest."""
+        out = os.path.join(self.d, name)
+        r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(out, "rb") as a, open(self.good.big, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).digest(),
+                             hashlib.sha256(b.read()).digest(), "download corrupted")
+
     def test_unwrapped_https_is_captured_in_plaintext(self):
         st = self.unwrap(self.good.port)
         try:
@@ -362,12 +371,7 @@ class TlsTest(unittest.TestCase):
     def test_big_download_and_keepalive_through_unwrap(self):
         st = self.unwrap(self.good.port)
         try:
-            out = os.path.join(self.d, "big.out")
-            r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            with open(out, "rb") as a, open(self.good.big, "rb") as b:
-                self.assertEqual(hashlib.sha256(a.read()).digest(),
-                                 hashlib.sha256(b.read()).digest(), "download corrupted")
+            self.download_big(st, "big.out")
             urls = ["https://api.example.test:%d/echo?i=%d" % (st.port, i) for i in range(50)]
             r = subprocess.run(["curl", "-sS", "--cacert", self.ca, "--resolve",
                                 "api.example.test:%d:127.0.0.1" % st.port] + urls,
@@ -389,12 +393,7 @@ class TlsTest(unittest.TestCase):
         st = self.unwrap(self.good.port, "--ktls=auto")
         try:
             # Whatever the kernel has, the bytes are the same.
-            out = os.path.join(self.d, "big-ktls.out")
-            r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            with open(out, "rb") as a, open(self.good.big, "rb") as b:
-                self.assertEqual(hashlib.sha256(a.read()).digest(),
-                                 hashlib.sha256(b.read()).digest(), "download corrupted")
+            self.download_big(st, "big-ktls.out")
             r = curl(st.port, "api.example.test", self.ca, "/echo?k=1", "-d", "ktls=1")
             self.assertEqual(r.stdout, b"POST /echo?k=1\n", r.stderr)
             log = st.read_log()
@@ -423,12 +422,7 @@ class TlsTest(unittest.TestCase):
         # Nothing of an unwrapped connection may bypass its TLS sessions on the splice path.
         st = self.unwrap(self.good.port, "--forward=splice", "--capture=off")
         try:
-            out = os.path.join(self.d, "big-splice.out")
-            r = curl(st.port, "api.example.test", self.ca, "/big", "-o", out)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            with open(out, "rb") as a, open(self.good.big, "rb") as b:
-                self.assertEqual(hashlib.sha256(a.read()).digest(),
-                                 hashlib.sha256(b.read()).digest(), "download corrupted")
+            self.download_big(st, "big-splice.out")
             r = curl(st.port, "api.example.test", self.ca, "/echo?s=1", "-d", "x=1")
             self.assertEqual(r.stdout, b"POST /echo?s=1\n", r.stderr)
             self.assertEqual(st.metric('sidetap_tls_unwrapped_total{listener="outbound"}'), 2)
@@ -631,14 +625,7 @@ class TransparentTlsTest(unittest.TestCase):
         try:
             sh = lambda cmd: subprocess.run(cmd, shell=True, check=True, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE)
-            sh("ip netns add {p} && ip netns add {r} && "
-               "ip link add {v}a type veth peer name {v}b && "
-               "ip link set {v}a netns {p} && ip link set {v}b netns {r} && "
-               "ip -n {p} addr add {pi}/24 dev {v}a && ip -n {p} link set {v}a up && "
-               "ip -n {p} link set lo up && "
-               "ip -n {r} addr add {ri}/24 dev {v}b && ip -n {r} link set {v}b up && "
-               "ip -n {r} link set lo up".format(p=cls.pod, r=cls.remote, v=veth, pi=POD_IP,
-                                                  ri=REMOTE_IP))
+            harness.two_namespaces(cls.pod, cls.remote, veth, POD_IP, REMOTE_IP)
             sh("ip netns exec {p} sh -ec '"
                "iptables -t nat -N SIDETAP_OUTPUT; "
                "iptables -t nat -A OUTPUT -p tcp -j SIDETAP_OUTPUT; "

@@ -455,6 +455,16 @@ static void fx_feed(struct conn_fixture *fx, enum tap_dir dir, const char *s, ui
 	tap_conn_feed(fx->tc, dir, s, strlen(s), ts);
 }
 
+/* Feeds <s> in slices of <step> bytes (the last may be shorter). */
+static void fx_feed_sliced(struct conn_fixture *fx, enum tap_dir dir, const char *s, size_t step,
+			   uint64_t ts)
+{
+	size_t len = strlen(s);
+
+	for (size_t off = 0; off < len; off += step)
+		tap_conn_feed(fx->tc, dir, s + off, off + step < len ? step : len - off, ts);
+}
+
 /* Ends the connection and returns the canonical text (the caller frees it). */
 static char *fx_end(struct conn_fixture *fx, uint64_t ts)
 {
@@ -1019,11 +1029,7 @@ Test(tap_conn, credentials_are_redacted_before_the_frame)
 		char *text;
 
 		fx_init(&fx);
-		for (size_t off = 0; off < sizeof(req) - 1; off += steps[k])
-			tap_conn_feed(fx.tc, TAP_C2U, req + off,
-				      off + steps[k] < sizeof(req) - 1 ? steps[k] :
-									 sizeof(req) - 1 - off,
-				      1);
+		fx_feed_sliced(&fx, TAP_C2U, req, steps[k], 1);
 		fx_feed(&fx, TAP_U2C, resp, 2);
 		text = fx_end(&fx, 3);
 		cr_expect_null(strstr(text, "CANARY"), "step %zu: a secret got through:\n%s",
@@ -1075,17 +1081,8 @@ Test(tap_conn, credentials_in_form_and_json_bodies_are_redacted)
 		char *text;
 
 		fx_init(&fx);
-		for (size_t off = 0; off < sizeof(form) - 1; off += steps[k])
-			tap_conn_feed(fx.tc, TAP_C2U, form + off,
-				      off + steps[k] < sizeof(form) - 1 ? steps[k] :
-									  sizeof(form) - 1 - off,
-				      1);
-		for (size_t off = 0; off < sizeof(json_resp) - 1; off += steps[k])
-			tap_conn_feed(fx.tc, TAP_U2C, json_resp + off,
-				      off + steps[k] < sizeof(json_resp) - 1 ?
-					      steps[k] :
-					      sizeof(json_resp) - 1 - off,
-				      2);
+		fx_feed_sliced(&fx, TAP_C2U, form, steps[k], 1);
+		fx_feed_sliced(&fx, TAP_U2C, json_resp, steps[k], 2);
 		text = fx_end(&fx, 3);
 		cr_expect_null(strstr(text, "CANARY"), "step %zu: a secret got through:\n%s",
 			       steps[k], text);
