@@ -128,6 +128,15 @@ Test(ctl_ca, bad_arguments_exit_2_naming_the_flag)
 	cr_expect_eq(ctl(ARGS("ca", "create"), &log), 2);
 	cr_expect(strstr(log, "--out DIR is required"), "%s", log);
 	free(log);
+	cr_expect_eq(ctl(ARGS("ca", "create", "--out"), &log), 2);
+	cr_expect(strstr(log, "sidetapctl ca create: --out needs a value"), "%s", log);
+	free(log);
+	cr_expect_eq(ctl(ARGS("dump", "--type"), &log), 2);
+	cr_expect(strstr(log, "sidetapctl dump: --type needs a value"), "%s", log);
+	free(log);
+	cr_expect_eq(ctl(ARGS("stats", "--ring"), &log), 2);
+	cr_expect(strstr(log, "sidetapctl stats: --ring needs a value"), "%s", log);
+	free(log);
 	cr_expect_eq(ctl(ARGS("ca", "create", "--out", (char *)out, "--bogus"), &log), 2);
 	cr_expect(strstr(log, "unexpected argument '--bogus'"), "%s", log);
 	free(log);

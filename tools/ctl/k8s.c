@@ -17,28 +17,6 @@
 
 #include "k8s.h"
 
-bool ctl_is_help(const char *arg)
-{
-	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
-}
-
-const char *ctl_flag(int argc, char **argv, int *i, const char *flag, bool *missing)
-{
-	size_t n = strlen(flag);
-
-	if (strncmp(argv[*i], flag, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
-}
-
 const char *ctl_kubectl(void)
 {
 	const char *k = getenv("KUBECTL");
@@ -252,13 +230,13 @@ static int cmd_wait_ready(int argc, char **argv)
 		const char *v;
 		char *end;
 
-		if (ctl_is_help(argv[i])) {
+		if (tap_arg_is_help(argv[i])) {
 			usage_wait(stdout);
 			return 0;
 		}
-		if ((v = ctl_flag(argc, argv, &i, "--admin", &missing))) {
+		if ((v = tap_arg_value(argc, argv, &i, "--admin", &missing))) {
 			admin = v;
-		} else if ((v = ctl_flag(argc, argv, &i, "--timeout", &missing))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--timeout", &missing))) {
 			timeout_s = strtoul(v, &end, 10);
 			if (!isdigit((unsigned char)v[0]) || *end || timeout_s > 86400) {
 				fprintf(stderr,

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "tap/args.h"
+
 /* The lines sidetapctl's usage shows for these commands. */
 #define CTL_K8S_USAGE                                                                              \
 	"  install         print or apply what Kubernetes needs for the sidecar injector\n"        \
@@ -32,12 +34,6 @@ int ctl_k8s_main(int argc, char **argv);
 int ctl_install(int argc, char **argv);
 int ctl_uninstall(int argc, char **argv);
 int ctl_inject(int argc, char **argv);
-
-/* Reads "--flag VALUE" or "--flag=VALUE" at argv[*i]; sets *<missing> when the value is not there. */
-const char *ctl_flag(int argc, char **argv, int *i, const char *flag, bool *missing);
-
-/* True for --help and -h. */
-bool ctl_is_help(const char *arg);
 
 /* The kubectl to run: $KUBECTL, else "kubectl" on PATH. */
 const char *ctl_kubectl(void);

@@ -299,11 +299,11 @@ int ctl_inject(int argc, char **argv)
 		bool missing = false;
 		const char *v;
 
-		if (ctl_is_help(argv[i])) {
+		if (tap_arg_is_help(argv[i])) {
 			usage_inject(stdout);
 			return 0;
 		}
-		if ((v = ctl_flag(argc, argv, &i, "--annotation-prefix", &missing))) {
+		if ((v = tap_arg_value(argc, argv, &i, "--annotation-prefix", &missing))) {
 			if (!ctl_is_dns(v, 253, true)) {
 				fprintf(stderr,
 					"sidetapctl inject: --annotation-prefix: invalid value '%s': a DNS subdomain such as sidecar.speedscale.com\n",
@@ -311,7 +311,7 @@ int ctl_inject(int argc, char **argv)
 				return 2;
 			}
 			o.prefix = v;
-		} else if ((v = ctl_flag(argc, argv, &i, "--set", &missing))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--set", &missing))) {
 			const char *eq = strchr(v, '=');
 			char *name;
 

@@ -537,13 +537,13 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 		bool missing = false;
 		const char *v;
 
-		if (ctl_is_help(argv[i]))
+		if (tap_arg_is_help(argv[i]))
 			return 1;
 		if (strcmp(argv[i], "--dry-run") == 0) {
 			o->dry_run = true;
 		} else if (all && strcmp(argv[i], "--placeholders") == 0) {
 			o->placeholders = true;
-		} else if ((v = ctl_flag(argc, argv, &i, "--namespace", &missing))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--namespace", &missing))) {
 			if (!ctl_is_dns(v, 63, false)) {
 				fprintf(stderr,
 					"sidetapctl %s: --namespace: invalid value '%s': a namespace name (DNS label)\n",
@@ -551,7 +551,7 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 				return -2;
 			}
 			o->ns = v;
-		} else if ((v = ctl_flag(argc, argv, &i, "--annotation-prefix", &missing))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--annotation-prefix", &missing))) {
 			if (!ctl_is_dns(v, 253, true)) {
 				fprintf(stderr,
 					"sidetapctl %s: --annotation-prefix: invalid value '%s': a DNS subdomain such as sidecar.speedscale.com\n",
@@ -559,7 +559,7 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 				return -2;
 			}
 			o->prefix = v;
-		} else if (all && (v = ctl_flag(argc, argv, &i, "--image", &missing))) {
+		} else if (all && (v = tap_arg_value(argc, argv, &i, "--image", &missing))) {
 			bool ok = v[0] && strlen(v) < 512;
 
 			for (const char *p = v; *p; p++)
@@ -571,7 +571,7 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 				return -2;
 			}
 			o->image = v;
-		} else if (all && (v = ctl_flag(argc, argv, &i, "--failure-policy", &missing))) {
+		} else if (all && (v = tap_arg_value(argc, argv, &i, "--failure-policy", &missing))) {
 			if (strcmp(v, "Ignore") != 0 && strcmp(v, "Fail") != 0) {
 				fprintf(stderr,
 					"sidetapctl %s: --failure-policy: invalid value '%s': accepted: Ignore, Fail\n",
@@ -579,7 +579,7 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 				return -2;
 			}
 			o->failure_policy = v;
-		} else if (all && (v = ctl_flag(argc, argv, &i, "--native-sidecar", &missing))) {
+		} else if (all && (v = tap_arg_value(argc, argv, &i, "--native-sidecar", &missing))) {
 			if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
 				fprintf(stderr,
 					"sidetapctl %s: --native-sidecar: invalid value '%s': accepted: on, off\n",
@@ -587,7 +587,7 @@ static int install_args(int argc, char **argv, struct install *o, const char *cm
 				return -2;
 			}
 			o->native = strcmp(v, "on") == 0;
-		} else if (all && (v = ctl_flag(argc, argv, &i, "--replicas", &missing))) {
+		} else if (all && (v = tap_arg_value(argc, argv, &i, "--replicas", &missing))) {
 			char *end;
 			unsigned long n = strtoul(v, &end, 10);
 

@@ -974,23 +974,12 @@ static void usage_ca(FILE *o)
 	      o);
 }
 
-static bool is_help(const char *a)
+/* The flag at argv[i] came last, without its value: a usage error that says so. */
+static int needs_value(const char *cmd, const char *flag)
 {
-	return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
-}
-
-/* Reads "--flag VALUE" or "--flag=VALUE" at argv[*i]. */
-static const char *flag_value(int argc, char **argv, int *i, const char *flag)
-{
-	size_t n = strlen(flag);
-
-	if (strncmp(argv[*i], flag, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] == '\0' && *i + 1 < argc)
-		return argv[++*i];
-	return NULL;
+	fprintf(stderr, "sidetapctl %s: %s needs a value (see sidetapctl %s --help)\n", cmd, flag,
+		cmd);
+	return 2;
 }
 
 static int cmd_paths(int argc, char **argv, bool dump)
@@ -1000,14 +989,16 @@ static int cmd_paths(int argc, char **argv, bool dump)
 	size_t n = 0, cap = 0;
 	int ret;
 
+	bool missing = false;
+
 	for (int i = 1; i < argc; i++) {
 		const char *v;
 
-		if (is_help(argv[i])) {
+		if (tap_arg_is_help(argv[i])) {
 			dump ? usage_dump(stdout) : usage_har(stdout);
 			return 0;
 		}
-		if (dump && (v = flag_value(argc, argv, &i, "--type"))) {
+		if (dump && (v = tap_arg_value(argc, argv, &i, "--type", &missing))) {
 			if (strcmp(v, "conn") == 0)
 				flt.type = TAP_FRAME_CONN;
 			else if (strcmp(v, "http") == 0)
@@ -1024,11 +1015,11 @@ static int cmd_paths(int argc, char **argv, bool dump)
 			}
 			continue;
 		}
-		if (dump && (v = flag_value(argc, argv, &i, "--host"))) {
+		if (dump && (v = tap_arg_value(argc, argv, &i, "--host", &missing))) {
 			flt.host = v;
 			continue;
 		}
-		if (dump && (v = flag_value(argc, argv, &i, "--status"))) {
+		if (dump && (v = tap_arg_value(argc, argv, &i, "--status", &missing))) {
 			char *end;
 			long s = strtol(v, &end, 10);
 
@@ -1045,6 +1036,8 @@ static int cmd_paths(int argc, char **argv, bool dump)
 			}
 			continue;
 		}
+		if (missing)
+			return needs_value(argv[0], argv[i]);
 		if (argv[i][0] == '-' && argv[i][1] == '-') {
 			fprintf(stderr,
 				"sidetapctl %s: unknown flag '%s' (see sidetapctl %s --help)\n",
@@ -1081,16 +1074,19 @@ out:
 static int cmd_stats(int argc, char **argv)
 {
 	const char *admin = "127.0.0.1:4191", *ring = NULL, *v;
+	bool missing = false;
 
 	for (int i = 1; i < argc; i++) {
-		if (is_help(argv[i])) {
+		if (tap_arg_is_help(argv[i])) {
 			usage_stats(stdout);
 			return 0;
 		}
-		if ((v = flag_value(argc, argv, &i, "--admin"))) {
+		if ((v = tap_arg_value(argc, argv, &i, "--admin", &missing))) {
 			admin = v;
-		} else if ((v = flag_value(argc, argv, &i, "--ring"))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--ring", &missing))) {
 			ring = v;
+		} else if (missing) {
+			return needs_value("stats", argv[i]);
 		} else {
 			fprintf(stderr,
 				"sidetapctl stats: unexpected argument '%s' (see sidetapctl stats --help)\n",
@@ -1105,19 +1101,20 @@ static int cmd_ca_create(int argc, char **argv)
 {
 	const char *out = NULL, *name = NULL, *v;
 	unsigned long days = 365;
+	bool missing = false;
 	char err[1024];
 	int ret;
 
 	for (int i = 1; i < argc; i++) {
-		if (is_help(argv[i])) {
+		if (tap_arg_is_help(argv[i])) {
 			usage_ca(stdout);
 			return 0;
 		}
-		if ((v = flag_value(argc, argv, &i, "--out"))) {
+		if ((v = tap_arg_value(argc, argv, &i, "--out", &missing))) {
 			out = v;
-		} else if ((v = flag_value(argc, argv, &i, "--name"))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--name", &missing))) {
 			name = v;
-		} else if ((v = flag_value(argc, argv, &i, "--days"))) {
+		} else if ((v = tap_arg_value(argc, argv, &i, "--days", &missing))) {
 			char *end;
 
 			errno = 0;
@@ -1128,6 +1125,8 @@ static int cmd_ca_create(int argc, char **argv)
 					v);
 				return 2;
 			}
+		} else if (missing) {
+			return needs_value("ca create", argv[i]);
 		} else {
 			fprintf(stderr,
 				"sidetapctl ca create: unexpected argument '%s' (see sidetapctl ca create --help)\n",
@@ -1165,7 +1164,7 @@ static int cmd_ca(int argc, char **argv)
 		usage_ca(stderr);
 		return 2;
 	}
-	if (is_help(argv[1])) {
+	if (tap_arg_is_help(argv[1])) {
 		usage_ca(stdout);
 		return 0;
 	}
@@ -1179,7 +1178,7 @@ static int cmd_ca(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || is_help(argv[1])) {
+	if (argc < 2 || tap_arg_is_help(argv[1])) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}

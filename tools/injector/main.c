@@ -16,6 +16,7 @@
 
 #include "inject.h"
 #include "server.h"
+#include "tap/args.h"
 
 static void usage(FILE *o)
 {
@@ -66,24 +67,6 @@ static int usage_error(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, " (see sidetap-injector --help)\n");
 	return 2;
-}
-
-/* Reads "--flag VALUE" or "--flag=VALUE" at argv[*i]. */
-static const char *flag_value(int argc, char **argv, int *i, const char *flag, bool *missing)
-{
-	size_t n = strlen(flag);
-
-	if (strncmp(argv[*i], flag, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
 }
 
 static bool parse_uint(const char *v, unsigned long max, unsigned long *out)
@@ -230,7 +213,7 @@ int main(int argc, char **argv)
 			printf("sidetap-injector %s\n", SIDETAP_VERSION);
 			return 0;
 		}
-#define FLAG(name) ((v = flag_value(argc, argv, &i, name, &missing)) || missing)
+#define FLAG(name) ((v = tap_arg_value(argc, argv, &i, name, &missing)) || missing)
 		if (FLAG("--listen")) {
 			o.listen = v;
 		} else if (FLAG("--cert")) {
