@@ -493,3 +493,31 @@ int th_ring_put_tcp(struct tap_ring *r, unsigned idx, uint64_t seq, uint64_t ts_
 	tap_ring_commit(r, idx, (size_t)n);
 	return 0;
 }
+
+bool th_netns_works(void)
+{
+	return th_sh("ip netns add st-probe-%d 2>/dev/null && ip netns del st-probe-%d",
+		     (int)getpid(), (int)getpid()) == 0;
+}
+
+int th_ns_spawn(struct th_proc *p, const char *ns, const char *cmd)
+{
+	char *const argv[] = { "ip", "netns", "exec", (char *)ns, "sh", "-c", (char *)cmd, NULL };
+
+	return th_spawn(p, argv, NULL);
+}
+
+int th_ns_web(struct th_proc *p, const char *ns, const char *ip, unsigned port, const char *text)
+{
+	char dir[256], cmd[768];
+	int ret;
+
+	snprintf(dir, sizeof(dir), "%s/web-%s-%u", th_tmpdir(), ns, port);
+	ret = th_sh("mkdir -p %s && printf '%%s\\n' '%s' > %s/index.html", dir, text, dir);
+	if (ret != 0)
+		return -EIO;
+	snprintf(cmd, sizeof(cmd),
+		 "exec /usr/bin/python3 -u -m http.server --bind %s --directory %s %u", ip, dir,
+		 port);
+	return th_ns_spawn(p, ns, cmd);
+}

@@ -110,6 +110,20 @@ bool th_have(const char *prog);
 /* Runs a shell command line; returns its exit status (or -1). */
 int th_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* True when this process may make network namespaces (root with CAP_SYS_ADMIN). */
+bool th_netns_works(void);
+
+struct th_proc;
+
+/* Runs <cmd> with sh in network namespace <ns> as a background process. Returns th_spawn's. */
+int th_ns_spawn(struct th_proc *p, const char *ns, const char *cmd);
+
+/*
+ * Starts Python's http.server in namespace <ns> on <ip>:<port>, answering every
+ * path with <text> and a newline; it logs "Serving HTTP" once up. Returns th_spawn's.
+ */
+int th_ns_web(struct th_proc *p, const char *ns, const char *ip, unsigned port, const char *text);
+
 /* Fills <buf> with the deterministic stream of <seed> starting at byte <off> (8-aligned). */
 void th_pattern(uint64_t seed, uint64_t off, void *buf, size_t len);
 

@@ -24,8 +24,7 @@ static void require(void)
 	if (!th_have("ip") || !th_have("iptables-save") || !th_have("iptables-restore") ||
 	    !th_have("ip6tables-save") || !th_have("setpriv"))
 		cr_skip_test("needs ip (iproute2), iptables and setpriv: cmake/deps.sh test");
-	if (th_sh("ip netns add st-probe-%d 2>/dev/null && ip netns del st-probe-%d", (int)getpid(),
-		  (int)getpid()) != 0)
+	if (!th_netns_works())
 		cr_skip_test("ip netns add fails here (no CAP_SYS_ADMIN?)");
 }
 

@@ -46,32 +46,8 @@ static void require(void)
 		cr_skip_test("needs ip (iproute2), iptables, setpriv and curl: cmake/deps.sh test");
 	if (access("/usr/bin/python3", X_OK) != 0)
 		cr_skip_test("needs /usr/bin/python3 for the app and the remote service");
-	if (th_sh("ip netns add st-probe-%d 2>/dev/null && ip netns del st-probe-%d", (int)getpid(),
-		  (int)getpid()) != 0)
+	if (!th_netns_works())
 		cr_skip_test("ip netns add fails here (no CAP_SYS_ADMIN?)");
-}
-
-/* Runs <cmd> in namespace <ns> as a background process logging to a file. */
-static void ns_spawn(struct th_proc *p, const char *ns, const char *cmd)
-{
-	char *const argv[] = { "ip", "netns", "exec", (char *)ns, "sh", "-c", (char *)cmd, NULL };
-
-	cr_assert_eq(th_spawn(p, argv, NULL), 0);
-}
-
-/* A web server in <ns> on <ip>:<port> that answers every path with <text>. */
-static void ns_web(struct th_proc *p, const char *ns, const char *ip, unsigned port,
-		   const char *text)
-{
-	char dir[384], cmd[768];
-
-	snprintf(dir, sizeof(dir), "%s/web-%s-%u", work, ns, port);
-	cr_assert_eq(th_sh("mkdir -p %s && printf '%%s\\n' '%s' > %s/index.html", dir, text, dir),
-		     0);
-	snprintf(cmd, sizeof(cmd),
-		 "exec /usr/bin/python3 -u -m http.server --bind %s --directory %s %u", ip, dir,
-		 port);
-	ns_spawn(p, ns, cmd);
 }
 
 /* <prog> (iptables-save or ip6tables-save) -t nat of the pod, normalized. */
@@ -143,17 +119,17 @@ static void setup(void)
 		     0);
 	cr_assert_eq(chmod(work, 0755), 0);
 	/* "::" is dual-stack: IPv4 and IPv6 callers alike. */
-	ns_web(&app, pod, "::", 8080, "pod-app");
-	ns_web(&app_skipped, pod, "0.0.0.0", 8081, "pod-app-8081");
-	ns_web(&remote_a, remote, "::", 8080, "remote-8080");
-	ns_web(&remote_b, remote, REMOTE_IP, 9090, "remote-9090");
+	cr_assert_eq(th_ns_web(&app, pod, "::", 8080, "pod-app"), 0);
+	cr_assert_eq(th_ns_web(&app_skipped, pod, "0.0.0.0", 8081, "pod-app-8081"), 0);
+	cr_assert_eq(th_ns_web(&remote_a, remote, "::", 8080, "remote-8080"), 0);
+	cr_assert_eq(th_ns_web(&remote_b, remote, REMOTE_IP, 9090, "remote-9090"), 0);
 	snprintf(cmd, sizeof(cmd),
 		 "exec setpriv --reuid=" PROXY_ID " --regid=" PROXY_ID " --clear-groups %s "
 		 "--inbound-addr 0.0.0.0:4143,[::]:4143 --outbound-addr 127.0.0.1:4140,[::1]:4140 "
 		 "--admin-addr 0.0.0.0:4191 --workers 1 --capture on --ring %s/ring "
 		 "--sink file:%s/cap --drain-timeout 2000",
 		 th_sidetap_bin(), work, work);
-	ns_spawn(&sidetap_proc, pod, cmd);
+	cr_assert_eq(th_ns_spawn(&sidetap_proc, pod, cmd), 0);
 	cr_assert(th_proc_log_wait(&sidetap_proc, "msg=\"started\"", 10000),
 		  "sidetap did not start");
 	cr_assert(th_proc_log_wait(&app, "Serving HTTP", 10000), "the app did not start");

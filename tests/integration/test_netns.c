@@ -29,33 +29,8 @@ static void require(void)
 		cr_skip_test("needs root for network namespaces and iptables");
 	if (!th_have("ip") || !th_have("iptables") || !th_have("setpriv") || !th_have("curl"))
 		cr_skip_test("needs ip (iproute2), iptables, setpriv and curl: cmake/deps.sh test");
-	if (th_sh("ip netns add st-probe-%d 2>/dev/null && ip netns del st-probe-%d", (int)getpid(),
-		  (int)getpid()) != 0)
+	if (!th_netns_works())
 		cr_skip_test("ip netns add fails here (no CAP_SYS_ADMIN?)");
-}
-
-/* Runs <cmd> in namespace <ns> as a background process logging to a file. */
-static void ns_spawn(struct th_proc *p, const char *ns, const char *cmd)
-{
-	char *const argv[] = { "ip", "netns", "exec", (char *)ns, "sh", "-c", (char *)cmd, NULL };
-
-	cr_assert_eq(th_spawn(p, argv, NULL), 0);
-}
-
-/* A web server in <ns> on <port> that answers every path with <text>. */
-static void ns_web(struct th_proc *p, const char *ns, const char *ip, unsigned port,
-		   const char *text)
-{
-	char dir[256], cmd[768];
-
-	snprintf(dir, sizeof(dir), "%s/web-%s-%u", th_tmpdir(), ns, port);
-	cr_assert_eq(th_sh("mkdir -p %s && printf '%%s\\n' '%s' > %s/index.html", dir, text, dir),
-		     0);
-	snprintf(cmd, sizeof(cmd),
-		 "exec /usr/bin/python3 -u -m http.server --bind %s --directory %s %u", ip, dir,
-		 port);
-	ns_spawn(p, ns, cmd);
-	cr_assert(th_proc_log_wait(p, "Serving HTTP", 10000), "web server in %s did not start", ns);
 }
 
 static void setup(void)
@@ -95,15 +70,18 @@ static void setup(void)
 		 "iptables -t nat -A SIDETAP_INBOUND -p tcp -j REDIRECT --to-ports 4143'",
 		 pod);
 	cr_assert_eq(th_sh("%s", cmd), 0, "iptables rules failed");
-	ns_web(&app, pod, "0.0.0.0", 8080, "pod-app");
-	ns_web(&remote_a, remote, REMOTE_IP, 8080, "remote-8080");
-	ns_web(&remote_b, remote, REMOTE_IP, 9090, "remote-9090");
+	cr_assert_eq(th_ns_web(&app, pod, "0.0.0.0", 8080, "pod-app"), 0);
+	cr_assert_eq(th_ns_web(&remote_a, remote, REMOTE_IP, 8080, "remote-8080"), 0);
+	cr_assert_eq(th_ns_web(&remote_b, remote, REMOTE_IP, 9090, "remote-9090"), 0);
+	cr_assert(th_proc_log_wait(&app, "Serving HTTP", 10000), "the app did not start");
+	cr_assert(th_proc_log_wait(&remote_a, "Serving HTTP", 10000));
+	cr_assert(th_proc_log_wait(&remote_b, "Serving HTTP", 10000));
 	snprintf(cmd, sizeof(cmd),
 		 "exec setpriv --reuid=" PROXY_UID " --regid=" PROXY_UID " --clear-groups %s "
 		 "--inbound-addr 0.0.0.0:4143 --outbound-addr 127.0.0.1:4140 "
 		 "--admin-addr 127.0.0.1:4191 --workers 2 --capture off",
 		 th_sidetap_bin());
-	ns_spawn(&sidetap_proc, pod, cmd);
+	cr_assert_eq(th_ns_spawn(&sidetap_proc, pod, cmd), 0);
 	cr_assert(th_proc_log_wait(&sidetap_proc, "msg=\"started\"", 10000),
 		  "sidetap did not start");
 	ready = true;
